@@ -1,0 +1,116 @@
+"""EMA crossover: trade when a fast EMA of the mid price crosses a slow one.
+
+On each cross it sends one order of ``quantity``: a buy when the fast EMA crosses above
+the slow one, a sell when it crosses below. The signal logic is
+:class:`engine.indicators.EmaCross`; this actor feeds it ticks, one at a time or a batch
+at a time through its numba kernel, with identical results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engine.actor import Actor, ActorConfig
+from engine.indicators import EmaCross
+from engine.messages import OrderRequest, OrderType, QuoteBatch, QuoteTick, Side, TimeInForce
+
+__all__ = ["EmaCrossConfig", "EmaCrossStrategy"]
+
+
+class EmaCrossConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``fast``/``slow`` are EMA periods in ticks; no order before ``warmup`` ticks.
+    ``quantity`` is in instrument units."""
+
+    instrument: str
+    fast: int = 10
+    slow: int = 20
+    warmup: int = 20
+    quantity: float
+    time_in_force: TimeInForce = TimeInForce.GTC
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.fast < self.slow:
+            raise ValueError(f"need 0 < fast < slow, got fast={self.fast} slow={self.slow}")
+        if not self.quantity > 0:
+            raise ValueError("quantity must be positive")
+        if self.warmup < 0:
+            raise ValueError("warmup must be 0 or more")
+
+
+class EmaCrossStrategy(Actor[EmaCrossConfig]):
+    Config = EmaCrossConfig
+    outputs: ClassVar[tuple[str, ...]] = ("orders",)
+
+    def on_start(self) -> None:
+        cfg = self.config
+        instruments = self.ctx.instruments
+        if cfg.instrument not in instruments:
+            raise ValueError(f"strategy {self.name}: unknown instrument {cfg.instrument!r}")
+        inst = instruments.get(cfg.instrument)
+        self.instrument_index = instruments.index(cfg.instrument)
+        self.increment = inst.price_increment
+        self.signal = EmaCross(cfg.fast, cfg.slow, cfg.warmup)
+        self.order_seq = 0
+
+    def on_message(self, msg: Any) -> None:
+        match msg:
+            case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask) if (
+                inst_id == self.config.instrument
+            ):
+                inc = self.increment
+                cross = self.signal.update(float(round(bid / inc) + round(ask / inc)))
+                if cross:
+                    self._order(cross, msg.ts_event)
+            case QuoteBatch(data=data):
+                self._on_batch(data)
+            case _:
+                pass  # order events, other instruments: nothing to do for this strategy
+
+    def _on_batch(self, data: np.ndarray) -> None:
+        inst_col = data["instrument"]
+        bid = data["bid"]
+        ask = data["ask"]
+        ts = data["ts_event"]
+        n = len(bid)
+        start = 0
+        while start < n:
+            k = self.signal.run(inst_col, bid, ask, self.instrument_index, self.increment, start)
+            if k >= n:
+                break
+            self._order(self.signal.sign, int(ts[k]))
+            start = k + 1
+
+    @property
+    def may_act_on_market_data(self) -> bool:
+        return self.wired("orders")
+
+    def scan_batch(self, batch: np.ndarray, instrument_ids: tuple[str, ...]) -> int:
+        return self.signal.run(
+            batch["instrument"],
+            batch["bid"],
+            batch["ask"],
+            self.instrument_index,
+            self.increment,
+            0,
+            commit=False,
+        )
+
+    def _order(self, sign: int, ts_event: int) -> None:
+        self.order_seq += 1
+        self.emit(
+            "orders",
+            OrderRequest(
+                client_order_id=f"{self.name}-{self.order_seq}",
+                strategy_id=self.name,
+                instrument_id=self.config.instrument,
+                side=Side.BUY if sign > 0 else Side.SELL,
+                quantity=self.config.quantity,
+                order_type=OrderType.MARKET,
+                time_in_force=self.config.time_in_force,
+                ts_event=ts_event,
+                ts_init=self.clock.now(),
+            ),
+        )

@@ -1,0 +1,199 @@
+"""Running a backtest: the wired system on a replay clock, driven by the scheduler.
+
+The same actors that trade live run here; only the clock (virtual), the feed (stored
+ticks) and the venue (simulated) differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from engine.actor import Actor
+from engine.clock import ReplayClock, stopwatch_ns
+from engine.config import SystemConfig, load_config
+from engine.errors import ConfigError, CriticalActorFailed, WiringError
+from engine.replay import ChunkedQuoteSource, ReplayScheduler, merge_quote_files
+from engine.supervisor import Supervisor
+from engine.ticks import QuoteArray, open_quotes
+from engine.wiring import System
+
+__all__ = ["BacktestResult", "load_backtest", "run_backtest"]
+
+
+class BacktestResult(msgspec.Struct, kw_only=True):
+    """What a backtest did. Money is in ``currency``; ``wall_time_s`` is real time."""
+
+    ticks: int
+    ticks_rejected: int
+    batches: int
+    orders: int
+    denied: int
+    rejected: int
+    fills: int
+    currency: str
+    starting_balance: float
+    final_balance: float
+    final_equity: float
+    realized_pnl: float
+    unrealized_pnl: float
+    commissions: float
+    max_drawdown: float
+    max_drawdown_pct: float
+    positions: dict[str, float]
+    events_sha256: str
+    wall_time_s: float
+    ticks_per_s: float
+    per_tick: bool
+    validation: dict[str, int]
+    alerts: list[str]
+    actors: list[dict[str, Any]]
+
+
+def load_backtest(
+    config_path: str | Path, *, per_tick: bool | None = None, batch_size: int | None = None
+) -> tuple[System, SystemConfig]:
+    path = Path(config_path)
+    config = load_config(path)
+    if config.mode != "backtest":
+        raise ConfigError(
+            f'mode is {config.mode!r}; a backtest needs mode = "backtest"',
+            path="$.mode",
+            file=str(path),
+        )
+    replay = config.replay
+    if per_tick is not None or batch_size is not None:
+        replay = msgspec.structs.replace(
+            replay,
+            per_tick=replay.per_tick if per_tick is None else per_tick,
+            batch_size=replay.batch_size if batch_size is None else batch_size,
+        )
+        config = msgspec.structs.replace(config, replay=replay)
+    # the feed's delivery follows the replay setting
+    actors = dict(config.actors)
+    for name, section in actors.items():
+        if section.get("kind") == "replay_feed":
+            actors[name] = {**section, "per_tick": replay.per_tick}
+    config = msgspec.structs.replace(config, actors=actors)
+    system = System(config, ReplayClock(), file=str(path), base_dir=path.parent)
+    return system, config
+
+
+def _file_source(system: System, chunk_rows: int) -> Iterator[QuoteArray]:
+    inputs: list[tuple[QuoteArray, int]] = []
+    for i, qf in enumerate(system.config.replay.quotes):
+        p = system.resolve_path(qf.path)
+        try:
+            arr = open_quotes(p)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot open tick file {p}: {exc}",
+                path=f"$.replay.quotes[{i}].path",
+                file=system.file,
+            ) from None
+        inputs.append((arr, system.instruments.index(qf.instrument)))
+    return merge_quote_files(inputs, chunk_rows)
+
+
+async def run_backtest(
+    system: System, source: Iterator[QuoteArray] | None = None
+) -> BacktestResult:
+    """Run the system over ``source`` (default: the configured tick files) to the end."""
+    clock = system.clock
+    if not isinstance(clock, ReplayClock):
+        raise WiringError("a backtest needs a replay clock")
+    replay = system.config.replay
+    feeds = system.of_kind("replay_feed")
+    if len(feeds) != 1:
+        raise WiringError(
+            f"a backtest needs exactly one replay_feed actor, found {len(feeds)}", path="$.actors"
+        )
+    feed = feeds[0]
+    chunks = source if source is not None else _file_source(system, max(replay.batch_size, 65_536))
+    preview = None
+    for actor in system.downstream(feed.name):
+        if hasattr(actor, "preview"):
+            preview = actor.preview
+    scanners = [a for a in system.actors.values() if a.scans_batches]
+    ids = tuple(inst.id for inst in system.instruments)
+    scheduler = ReplayScheduler(
+        clock=clock,
+        quiescence=system.quiescence,
+        source=ChunkedQuoteSource(chunks),
+        feed=feed,
+        instrument_ids=ids,
+        preview=preview,
+        scanners=scanners,
+        batch_size=replay.batch_size,
+        per_tick=replay.per_tick,
+    )
+    supervisor = Supervisor(
+        system.start_order,
+        clock,
+        system.quiescence,
+        trading_state_owner=system.trading_state_owner(),
+    )
+    started = stopwatch_ns()
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(supervisor.run(), name="supervisor")
+            await supervisor.started()
+            await scheduler.run()
+            await supervisor.stop(sources=[feed], drain_timeout_s=system.config.drain_timeout_s)
+    except BaseExceptionGroup as group_exc:
+        critical = group_exc.subgroup(CriticalActorFailed)
+        if critical is not None:
+            raise critical.exceptions[0] from None
+        raise
+    wall = (stopwatch_ns() - started) / 1e9
+    return _result(system, scheduler, supervisor, wall)
+
+
+def _find(system: System, kind: str) -> Actor[Any] | None:
+    found = system.of_kind(kind)
+    return found[0] if found else None
+
+
+def _result(
+    system: System, scheduler: ReplayScheduler, supervisor: Supervisor, wall: float
+) -> BacktestResult:
+    account = system.config.account
+    portfolio_actor = _find(system, "portfolio")
+    log_actor = _find(system, "event_log")
+    validator = _find(system, "validator")
+    pf = getattr(portfolio_actor, "portfolio", None)
+    digest = getattr(log_actor, "digest", None)
+    counts: dict[str, int] = digest.counts if digest is not None else {}
+    validation: dict[str, int] = validator.counts() if validator is not None else {}  # type: ignore[attr-defined]
+    ticks = scheduler.ticks_released
+    return BacktestResult(
+        ticks=ticks,
+        ticks_rejected=sum(v for k, v in validation.items() if k != "accepted"),
+        batches=scheduler.batches_released,
+        orders=counts.get("orders", 0),
+        denied=counts.get("denied", 0),
+        rejected=counts.get("rejected", 0),
+        fills=counts.get("fills", 0),
+        currency=account.currency,
+        starting_balance=account.starting_balance,
+        final_balance=pf.balance if pf is not None else account.starting_balance,
+        final_equity=pf.equity if pf is not None else account.starting_balance,
+        realized_pnl=pf.realized_pnl if pf is not None else 0.0,
+        unrealized_pnl=pf.unrealized_pnl if pf is not None else 0.0,
+        commissions=pf.commissions if pf is not None else 0.0,
+        max_drawdown=pf.max_drawdown if pf is not None else 0.0,
+        max_drawdown_pct=100.0 * pf.max_drawdown_fraction if pf is not None else 0.0,
+        positions={p.instrument_id: p.quantity for p in pf.positions()} if pf is not None else {},
+        events_sha256=digest.hexdigest() if digest is not None else "",
+        wall_time_s=wall,
+        ticks_per_s=ticks / wall if wall > 0 else float(np.inf),
+        per_tick=scheduler.per_tick,
+        validation=validation,
+        alerts=[f"{a.level.name} {a.rule}: {a.message}" for a in supervisor.alerts],
+        actors=system.snapshot(),
+    )

@@ -1,0 +1,62 @@
+"""A running SHA-256 over order traffic, so two runs can be compared in one line.
+
+Every order request, order event and fill is encoded with msgpack (msgspec encodes a
+Struct's fields in declaration order, so the bytes are stable) and fed to the hash in
+the order the recorder received them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from engine.messages import (
+    CancelOrder,
+    Message,
+    OrderAccepted,
+    OrderCancelled,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderRequest,
+)
+
+__all__ = ["EventDigest"]
+
+_COUNTED: dict[type, str] = {
+    OrderRequest: "orders",
+    CancelOrder: "cancels",
+    OrderDenied: "denied",
+    OrderAccepted: "accepted",
+    OrderRejected: "rejected",
+    OrderPartiallyFilled: "fills",
+    OrderFilled: "fills",
+    OrderCancelled: "cancelled",
+    OrderExpired: "expired",
+}
+
+
+class EventDigest:
+    """Hashes and counts order traffic."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._encoder = msgspec.msgpack.Encoder()
+        self.counts: dict[str, int] = dict.fromkeys(_COUNTED.values(), 0)
+        self.events = 0
+
+    def add(self, msg: Message) -> bool:
+        """Add one message; False (and nothing hashed) if it is not order traffic."""
+        name = _COUNTED.get(type(msg))
+        if name is None:
+            return False
+        self.counts[name] += 1
+        self.events += 1
+        self._hash.update(self._encoder.encode(msg))
+        return True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

@@ -1,0 +1,98 @@
+"""Instruments: what is traded, and the increments prices and quantities are rounded to."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+__all__ = ["AssetClass", "Instrument", "InstrumentTable"]
+
+AssetClass = str  # "equity", "fx", "crypto", "future", "option", "fixed_income", "commodity"
+
+
+class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One tradable instrument.
+
+    ``id`` is ``SYMBOL.VENUE`` (``EURUSD.SIM``, ``BTCUSDT.BINANCE``). Prices are in
+    ``quote_currency`` per unit; quantities are in units of the instrument (shares,
+    contracts, coins, units of base currency). ``multiplier`` turns price x quantity into
+    notional in the quote currency (1 for spot and equities).
+    """
+
+    id: str
+    asset_class: AssetClass
+    quote_currency: str
+    price_increment: float
+    size_increment: float = 1.0
+    multiplier: float = 1.0
+    base_currency: str | None = None
+
+    def __post_init__(self) -> None:
+        if "." not in self.id:
+            raise ValueError(f"instrument id {self.id!r} must be SYMBOL.VENUE")
+        for name in ("price_increment", "size_increment", "multiplier"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+    @property
+    def symbol(self) -> str:
+        return self.id.rsplit(".", 1)[0]
+
+    @property
+    def venue(self) -> str:
+        return self.id.rsplit(".", 1)[1]
+
+    @property
+    def price_precision(self) -> int:
+        """Decimal places of the price increment (5 for 0.00001)."""
+        return max(0, -math.floor(math.log10(self.price_increment) + 1e-9))
+
+    def round_price(self, price: float) -> float:
+        """Round to the nearest price increment, as a float with the increment's decimals."""
+        return round(
+            round(price / self.price_increment) * self.price_increment, self.price_precision
+        )
+
+    def price_ticks(self, price: float) -> int:
+        """The price as a whole number of increments (exact for any rounded price)."""
+        return round(price / self.price_increment)
+
+    def notional(self, price: float, quantity: float) -> float:
+        return abs(price * quantity) * self.multiplier
+
+
+class InstrumentTable:
+    """The instruments of one run, numbered in the order given (the ``instrument`` column)."""
+
+    def __init__(self, instruments: Iterable[Instrument]) -> None:
+        self._by_index: list[Instrument] = []
+        self._index: dict[str, int] = {}
+        for inst in instruments:
+            if inst.id in self._index:
+                raise ValueError(f"instrument {inst.id!r} is defined twice")
+            self._index[inst.id] = len(self._by_index)
+            self._by_index.append(inst)
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def __iter__(self) -> Iterator[Instrument]:
+        return iter(self._by_index)
+
+    def __contains__(self, instrument_id: object) -> bool:
+        return instrument_id in self._index
+
+    def index(self, instrument_id: str) -> int:
+        try:
+            return self._index[instrument_id]
+        except KeyError:
+            raise KeyError(f"unknown instrument {instrument_id!r}") from None
+
+    def get(self, instrument_id: str) -> Instrument:
+        return self._by_index[self.index(instrument_id)]
+
+    def at(self, index: int) -> Instrument:
+        return self._by_index[index]

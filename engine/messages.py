@@ -1,0 +1,329 @@
+"""Every message that travels between actors, in one place.
+
+Messages are frozen msgspec Structs, tagged so that a union of them decodes, with
+integer-nanosecond timestamps: ``ts_event`` is when the thing happened at its source,
+``ts_init`` is when tradingd created the message (virtual time in a replay). Prices are
+in the instrument's quote currency per unit, quantities in units of the instrument
+(shares, contracts, coins, units of base currency), both unsigned: direction is ``side``.
+Money amounts (commission, P&L) are in the named currency.
+
+A consumer dispatches on the type with ``match``::
+
+    match msg:
+        case QuoteTick():
+            ...
+        case OrderFilled(last_qty=qty):
+            ...
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AlertLevel",
+    "Bar",
+    "CancelOrder",
+    "ControlCommand",
+    "ControlReply",
+    "FillEvent",
+    "Message",
+    "OrderAccepted",
+    "OrderCancelled",
+    "OrderDenied",
+    "OrderEvent",
+    "OrderExpired",
+    "OrderFilled",
+    "OrderPartiallyFilled",
+    "OrderRejected",
+    "OrderRequest",
+    "OrderType",
+    "QuoteBatch",
+    "QuoteTick",
+    "RiskAlert",
+    "SetTradingState",
+    "Side",
+    "Signal",
+    "TargetPosition",
+    "TimeInForce",
+    "TimerFired",
+    "TradeTick",
+    "TradingState",
+    "TradingStateChanged",
+]
+
+
+class Side(enum.StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        """+1 for a buy, -1 for a sell."""
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(enum.StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+    STOP_LIMIT = "STOP_LIMIT"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "GTC"
+    DAY = "DAY"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class TradingState(enum.StrEnum):
+    """ACTIVE trades freely; REDUCING only lets orders through that shrink a position;
+    HALTED lets nothing through."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class AlertLevel(enum.IntEnum):
+    INFO = 20
+    WARNING = 30
+    ERROR = 40
+    CRITICAL = 50
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every message: when it happened and when tradingd made it (ns, UTC)."""
+
+    ts_event: int
+    ts_init: int
+
+
+# --- market data -------------------------------------------------------------------------
+
+
+class QuoteTick(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """Best bid and ask with displayed sizes."""
+
+    instrument_id: str
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+
+
+class TradeTick(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A print. ``aggressor`` is +1 if the buyer crossed the spread, -1 the seller, 0 unknown."""
+
+    instrument_id: str
+    price: float
+    size: float
+    aggressor: int = 0
+
+
+class Bar(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """OHLCV over ``interval_ns``; ``ts_event`` is the bar's close time."""
+
+    instrument_id: str
+    interval_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class QuoteBatch(Message, frozen=True, kw_only=True, tag=True):
+    """Consecutive quote ticks as one numpy structured array (``engine.ticks.QUOTE_DTYPE``).
+
+    Used in replay, where delivering ticks in bulk is what makes full speed possible. The
+    replay scheduler guarantees that no consumer acts on any tick of a batch but the last,
+    so a consumer may process all of it in one go. ``ts_event`` is the last tick's.
+    ``instrument_ids`` maps the ``instrument`` column to instrument ids. Never encoded.
+    """
+
+    data: Any  # numpy structured array, QUOTE_DTYPE
+    instrument_ids: tuple[str, ...]
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+class Signal(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy's view, for monitoring and for strategies that trade other strategies' views."""
+
+    strategy_id: str
+    instrument_id: str
+    name: str
+    value: float
+
+
+class TargetPosition(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """The position a strategy wants to hold, signed (+ long, - short), in instrument units."""
+
+    strategy_id: str
+    instrument_id: str
+    quantity: float
+
+
+class OrderRequest(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy asks for an order. Goes through the risk gate before anything else."""
+
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    quantity: float
+    order_type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
+    stop_price: float | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+
+
+class CancelOrder(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+
+
+# --- order events ------------------------------------------------------------------------
+
+
+class OrderDenied(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """The risk gate refused the order; it never left tradingd. ``reason`` is for a person."""
+
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+    reason: str
+
+
+class OrderAccepted(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue took the order."""
+
+    client_order_id: str
+    venue_order_id: str
+    strategy_id: str
+    instrument_id: str
+
+
+class OrderRejected(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue refused the order."""
+
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+    reason: str
+
+
+class OrderPartiallyFilled(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A fill that leaves part of the order working. Fills are these and :class:`OrderFilled`.
+
+    ``last_qty`` at ``last_px`` is this fill; ``leaves_qty`` is what is still working;
+    ``commission`` is in ``commission_currency``.
+    """
+
+    client_order_id: str
+    venue_order_id: str
+    trade_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    last_qty: float
+    last_px: float
+    leaves_qty: float
+    commission: float
+    commission_currency: str
+    liquidity: str  # "MAKER" or "TAKER"
+
+
+class OrderFilled(OrderPartiallyFilled, frozen=True, kw_only=True, tag=True, gc=False):
+    """The fill that completes the order (``leaves_qty`` is 0)."""
+
+
+class OrderCancelled(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+    reason: str = ""
+
+
+class OrderExpired(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A time-in-force ran out (IOC/FOK remainder, end of DAY)."""
+
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+
+
+FillEvent = OrderPartiallyFilled | OrderFilled
+OrderEvent = (
+    OrderDenied
+    | OrderAccepted
+    | OrderRejected
+    | OrderPartiallyFilled
+    | OrderFilled
+    | OrderCancelled
+    | OrderExpired
+)
+
+
+# --- risk --------------------------------------------------------------------------------
+
+
+class RiskAlert(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """Something a person should know: which rule, what the figures were, what was done."""
+
+    level: AlertLevel
+    source: str
+    rule: str
+    message: str
+    action: str = ""
+
+
+class SetTradingState(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """Ask the risk gate to change the trading state (from control, a monitor, supervision)."""
+
+    state: TradingState
+    reason: str
+    origin: str
+
+
+class TradingStateChanged(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    previous: TradingState
+    state: TradingState
+    reason: str
+    origin: str
+
+
+# --- control -----------------------------------------------------------------------------
+
+
+class ControlCommand(Message, frozen=True, kw_only=True, tag=True):
+    """A console or API command. ``origin`` says who asked (peer credentials, token name)."""
+
+    request_id: str
+    command: str
+    args: dict[str, Any] = {}
+    origin: str = ""
+
+
+class ControlReply(Message, frozen=True, kw_only=True, tag=True):
+    request_id: str
+    ok: bool
+    data: dict[str, Any] = {}
+    error: str = ""
+
+
+# --- runtime -----------------------------------------------------------------------------
+
+
+class TimerFired(Message, frozen=True, kw_only=True, tag=True):
+    """A timer an actor set with ``timer_at`` / ``timer_every`` came due."""
+
+    name: str
+    payload: Any = None

@@ -1,0 +1,223 @@
+"""The replay scheduler: virtual time that moves only when the system is quiet.
+
+Each step waits until every inbox is empty and every actor idle, then releases either
+the timers due next or the next run of ticks (those before the next timer), whichever
+comes first. Ticks travel in batches; to keep results identical to one-at-a-time
+delivery, a batch is cut just after the first tick at which any actor would act:
+
+1. the validator's ``preview`` says which ticks of the window will reach consumers;
+2. every actor that ``scans_batches`` reports the first of those ticks it would act on;
+3. the batch released ends at the earliest such tick, so everyone acts on the batch's
+   last tick, exactly as they would have one tick at a time; the rest of the window
+   follows once the consequences of that action have flowed through the system.
+
+Virtual time is set to the last tick of the released batch. Ticks before a timer's time
+are released before it; a timer fires before ticks at its own time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.actor import Actor
+from engine.clock import ReplayClock
+from engine.mailbox import Quiescence
+from engine.messages import QuoteBatch
+from engine.ticks import QUOTE_DTYPE, QuoteArray
+
+__all__ = [
+    "ChunkedQuoteSource",
+    "ReplayScheduler",
+    "merge_quote_files",
+]
+
+Preview = Callable[[QuoteArray], tuple[np.ndarray, int]]
+"""Which ticks of a window would pass validation, and how many would not."""
+
+
+class ChunkedQuoteSource:
+    """Quote ticks in time order, read chunk by chunk so memory stays flat."""
+
+    def __init__(self, chunks: Iterator[QuoteArray]) -> None:
+        self._chunks = chunks
+        self._chunk: QuoteArray = np.empty(0, dtype=QUOTE_DTYPE)
+        self._pos = 0
+        self._exhausted = False
+        self.released = 0
+
+    def _fill(self) -> None:
+        while self._pos >= len(self._chunk) and not self._exhausted:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                self._exhausted = True
+                self._chunk = np.empty(0, dtype=QUOTE_DTYPE)
+            else:
+                if nxt.dtype != QUOTE_DTYPE:
+                    raise TypeError(f"quote source gave dtype {nxt.dtype}")
+                self._chunk = nxt
+            self._pos = 0
+
+    @property
+    def exhausted(self) -> bool:
+        self._fill()
+        return self._exhausted and self._pos >= len(self._chunk)
+
+    def window(self, max_n: int, before: int | None) -> QuoteArray:
+        """Up to ``max_n`` of the next ticks, all with ``ts_event < before``."""
+        self._fill()
+        chunk = self._chunk
+        end = min(len(chunk), self._pos + max_n)
+        view = chunk[self._pos : end]
+        if before is not None and len(view) and view["ts_event"][-1] >= before:
+            view = view[: int(np.searchsorted(view["ts_event"], before, side="left"))]
+        return view
+
+    def advance(self, n: int) -> None:
+        self._pos += n
+        self.released += n
+
+
+def merge_quote_files(
+    inputs: Sequence[tuple[QuoteArray, int]], chunk_rows: int = 65_536
+) -> Iterator[QuoteArray]:
+    """Merge per-instrument quote arrays (each in time order) into time-ordered chunks.
+
+    Each input is ``(array, instrument_index)``; the ``instrument`` column of the output
+    is set to that index. Ties in time keep input order, then row order.
+    """
+    positions = [0] * len(inputs)
+    while True:
+        live = [i for i, (arr, _) in enumerate(inputs) if positions[i] < len(arr)]
+        if not live:
+            return
+        if len(live) == 1:
+            i = live[0]
+            arr, inst = inputs[i]
+            out = np.array(arr[positions[i] : positions[i] + chunk_rows], dtype=QUOTE_DTYPE)
+            out["instrument"] = inst
+            positions[i] += len(out)
+            yield out
+            continue
+        heads = []
+        for i in live:
+            arr, _ = inputs[i]
+            heads.append((i, arr[positions[i] : positions[i] + chunk_rows]))
+        horizon = min(int(h["ts_event"][-1]) for _, h in heads)
+        parts = []
+        for i, head in heads:
+            take = int(np.searchsorted(head["ts_event"], horizon, side="right"))
+            part = np.array(head[:take], dtype=QUOTE_DTYPE)
+            part["instrument"] = inputs[i][1]
+            positions[i] += take
+            parts.append(part)
+        merged = np.concatenate(parts)
+        yield merged[np.argsort(merged["ts_event"], kind="stable")]
+
+
+class ReplayScheduler:
+    """Drives a replay: releases ticks and timers into the system whenever it is quiet."""
+
+    def __init__(
+        self,
+        *,
+        clock: ReplayClock,
+        quiescence: Quiescence,
+        source: ChunkedQuoteSource,
+        feed: Actor[Any],
+        instrument_ids: tuple[str, ...],
+        preview: Preview | None = None,
+        scanners: Sequence[Actor[Any]] = (),
+        batch_size: int = 65_536,
+        per_tick: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.quiescence = quiescence
+        self.source = source
+        self.feed = feed
+        self.instrument_ids = instrument_ids
+        self.preview = preview
+        self.scanners = list(scanners)
+        self.batch_size = 1 if per_tick else batch_size
+        self.per_tick = per_tick
+        self.ticks_released = 0
+        self.batches_released = 0
+        self.timers_fired = 0
+
+    def _cut(self, window: QuoteArray) -> int:
+        """How many ticks of ``window`` to release now (see the module docstring).
+
+        Looks ahead over a growing prefix (``LOOKAHEAD`` ticks, then four times more each
+        round), so that finding a cut costs about as much as the ticks it releases.
+        """
+        scanners = [s for s in self.scanners if s.may_act_on_market_data]
+        if not scanners:
+            return len(window)
+        n = len(window)
+        m = min(n, self.LOOKAHEAD)
+        while True:
+            k = self._first_action(window[:m], scanners)
+            if k is not None:
+                return k + 1
+            if m >= n:
+                return n
+            m = min(n, m * 4)
+
+    LOOKAHEAD = 256
+
+    def _first_action(self, window: QuoteArray, scanners: Sequence[Actor[Any]]) -> int | None:
+        """Index in ``window`` of the first tick any scanner acts on, or None."""
+        if self.preview is not None:
+            mask, rejected = self.preview(window)
+            if not rejected:
+                clean, index = window, None
+            else:
+                index = np.flatnonzero(mask)
+                clean = window[index]
+        else:
+            clean, index = window, None
+        if len(clean) == 0:
+            return None
+        ids = self.instrument_ids
+        k = len(clean)
+        for scanner in scanners:
+            k = min(k, scanner.scan_batch(clean[:k] if k < len(clean) else clean, ids))
+            if k == 0:
+                break
+        if k >= len(clean):
+            return None
+        return int(index[k]) if index is not None else k
+
+    async def run(self) -> None:
+        """Replay until the ticks run out; timers due before the last tick fire in order."""
+        clock = self.clock
+        quiescence = self.quiescence
+        source = self.source
+        feed = self.feed
+        publish = getattr(feed, "publish", None)
+        ids = self.instrument_ids
+        while True:
+            await quiescence.wait()
+            next_timer = clock.next_timer_ts()
+            window = source.window(self.batch_size, next_timer)
+            if len(window) == 0:
+                if source.exhausted:
+                    return
+                self.timers_fired += clock.fire_next()
+                continue
+            n = 1 if self.per_tick else self._cut(window)
+            batch = window[:n]
+            source.advance(n)
+            ts = int(batch["ts_event"][n - 1])
+            clock.set_time(ts)
+            self.ticks_released += n
+            self.batches_released += 1
+            msg = QuoteBatch(data=batch, instrument_ids=ids, ts_event=ts, ts_init=ts)
+            if publish is None:
+                feed.inbox.put_nowait(msg)
+            else:
+                publish(msg)
+                if feed._staged:
+                    await feed._flush()

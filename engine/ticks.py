@@ -1,0 +1,81 @@
+"""Columnar tick batches: the form in which market data travels through a replay.
+
+A batch is a numpy structured array. Rows are in event order; ``instrument`` is the
+index of the instrument in the run's :class:`engine.instruments.InstrumentTable`, so
+one batch may interleave several instruments. Prices are floats already rounded to the
+instrument's price increment; sizes are in the instrument's quantity unit (shares,
+contracts, coins, units of base currency).
+
+Timestamps are integer nanoseconds since the Unix epoch, UTC:
+``ts_event`` is when the tick happened at the source, ``ts_init`` when tradingd (or
+the capturing host, for recorded data) received it.
+
+The project's tick file is a plain ``.npy`` file of one of these dtypes, so it can be
+memory-mapped and read in slices without loading the whole file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "QUOTE_DTYPE",
+    "TRADE_DTYPE",
+    "QuoteArray",
+    "TradeArray",
+    "empty_quotes",
+    "open_quotes",
+    "save_ticks",
+]
+
+QUOTE_DTYPE = np.dtype(
+    [
+        ("ts_event", np.int64),
+        ("ts_init", np.int64),
+        ("instrument", np.uint32),
+        ("flags", np.uint32),  # reserved for source flags (suspicious, condition); 0 if none
+        ("bid", np.float64),
+        ("ask", np.float64),
+        ("bid_size", np.float64),
+        ("ask_size", np.float64),
+    ]
+)
+"""Top of book: best bid and ask with their displayed sizes (48 bytes a row)."""
+
+TRADE_DTYPE = np.dtype(
+    [
+        ("ts_event", np.int64),
+        ("ts_init", np.int64),
+        ("instrument", np.uint32),
+        ("aggressor", np.int8),  # +1 buyer initiated, -1 seller initiated, 0 unknown
+        ("price", np.float64),
+        ("size", np.float64),
+    ]
+)
+"""A print on the tape. ``aggressor`` is the side that crossed the spread."""
+
+QuoteArray = npt.NDArray[np.void]
+TradeArray = npt.NDArray[np.void]
+
+
+def empty_quotes(n: int = 0) -> QuoteArray:
+    """A zero-filled quote array of ``n`` rows."""
+    return np.zeros(n, dtype=QUOTE_DTYPE)
+
+
+def save_ticks(path: str | Path, ticks: npt.NDArray[np.void]) -> None:
+    """Write ticks to the project's tick file format (a ``.npy`` file)."""
+    if ticks.dtype not in (QUOTE_DTYPE, TRADE_DTYPE):
+        raise ValueError(f"not a tick array: dtype {ticks.dtype}")
+    np.save(Path(path), ticks, allow_pickle=False)
+
+
+def open_quotes(path: str | Path) -> QuoteArray:
+    """Memory-map a quote tick file; slices are read from disk only when touched."""
+    arr = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    if arr.dtype != QUOTE_DTYPE:
+        raise ValueError(f"{path}: expected quote ticks, found dtype {arr.dtype}")
+    return arr  # type: ignore[no-any-return]
