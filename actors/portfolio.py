@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
 from engine.messages import OrderFilled, OrderPartiallyFilled, QuoteBatch, QuoteTick
-from engine.portfolio import Portfolio
+from engine.portfolio import Portfolio, warm_up
 
 __all__ = ["PortfolioActor", "PortfolioConfig"]
 
@@ -23,6 +23,7 @@ class PortfolioActor(Actor[PortfolioConfig]):
         if getattr(self, "portfolio", None) is None:
             # kept across restarts: the book must not forget fills because of a crash
             self.portfolio = Portfolio(self.ctx.instruments, self.ctx.account.starting_balance)
+            warm_up()
 
     def on_message(self, msg: Any) -> None:
         match msg:

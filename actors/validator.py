@@ -14,7 +14,7 @@ import numpy as np
 from engine.actor import Actor, ActorConfig
 from engine.messages import QuoteBatch, QuoteTick
 from engine.ticks import QuoteArray
-from engine.validation import QuoteValidator, RejectReason, ValidatorConfig
+from engine.validation import QuoteValidator, RejectReason, ValidatorConfig, warm_up
 
 __all__ = ["Validator", "ValidatorActorConfig"]
 
@@ -31,6 +31,7 @@ class Validator(Actor[ValidatorActorConfig]):
         if getattr(self, "core", None) is None:
             # kept across restarts: the last accepted time per instrument must survive
             self.core = QuoteValidator(self.config.rules, len(self.ctx.instruments))
+            warm_up()
         self.unknown_instrument = 0
 
     def preview(self, batch: QuoteArray) -> tuple[np.ndarray, int]:

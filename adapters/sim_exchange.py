@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
-from engine.matching import SimulatedVenue, VenueCosts
+from engine.matching import SimulatedVenue, VenueCosts, warm_up
 from engine.messages import CancelOrder, Message, OrderRequest, QuoteBatch, QuoteTick, TimerFired
 
 __all__ = ["SimExchange", "SimExchangeConfig"]
@@ -42,6 +42,7 @@ class SimExchange(Actor[SimExchangeConfig]):
                 self.ctx.account.currency,
                 self._emit_event,
             )
+            warm_up()
         self.latency_ns = round(self.config.latency_ms * 1_000_000)
         self._arrivals = 0
 

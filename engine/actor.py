@@ -31,7 +31,7 @@ import numpy as np
 import structlog
 
 from engine.clock import Clock, TimerHandle, stopwatch_ns
-from engine.mailbox import EMPTY, Edge, Mailbox, Quiescence
+from engine.mailbox import EMPTY, Edge, Mailbox, Overflow, Quiescence
 from engine.messages import TimerFired
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ class Actor(Generic[C]):
         self.log = structlog.get_logger("tradingd").bind(actor=name)
         self._staged: list[tuple[Edge, Any]] = []
         self._timers: dict[str, TimerHandle] = {}
+        self._ready = False  # queued to run (inline execution)
 
     @property
     def critical(self) -> bool:
@@ -205,7 +206,12 @@ class Actor(Generic[C]):
             types = edge.types
             if types is not None and type(msg) not in types:
                 continue
-            if staged or not edge.offer(msg):
+            if staged:
+                staged.append((edge, msg))
+            elif edge.policy is Overflow.BLOCK:
+                if not edge.target.offer(msg, Overflow.BLOCK):
+                    staged.append((edge, msg))
+            elif not edge.offer(msg):
                 staged.append((edge, msg))
 
     def wired(self, port: str) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 from engine.actor import Actor
 from engine.clock import ReplayClock, stopwatch_ns
 from engine.config import SystemConfig, load_config
+from engine.dispatch import InlineDispatcher
 from engine.errors import ConfigError, CriticalActorFailed, WiringError
 from engine.replay import ChunkedQuoteSource, ReplayScheduler, merge_quote_files
 from engine.supervisor import Supervisor
@@ -56,7 +57,11 @@ class BacktestResult(msgspec.Struct, kw_only=True):
 
 
 def load_backtest(
-    config_path: str | Path, *, per_tick: bool | None = None, batch_size: int | None = None
+    config_path: str | Path,
+    *,
+    per_tick: bool | None = None,
+    batch_size: int | None = None,
+    executor: str | None = None,
 ) -> tuple[System, SystemConfig]:
     path = Path(config_path)
     config = load_config(path)
@@ -67,11 +72,12 @@ def load_backtest(
             file=str(path),
         )
     replay = config.replay
-    if per_tick is not None or batch_size is not None:
+    if per_tick is not None or batch_size is not None or executor is not None:
         replay = msgspec.structs.replace(
             replay,
             per_tick=replay.per_tick if per_tick is None else per_tick,
             batch_size=replay.batch_size if batch_size is None else batch_size,
+            executor=replay.executor if executor is None else executor,
         )
         config = msgspec.structs.replace(config, replay=replay)
     # the feed's delivery follows the replay setting
@@ -138,18 +144,26 @@ async def run_backtest(
         system.quiescence,
         trading_state_owner=system.trading_state_owner(),
     )
-    started = stopwatch_ns()
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(supervisor.run(), name="supervisor")
-            await supervisor.started()
-            await scheduler.run()
-            await supervisor.stop(sources=[feed], drain_timeout_s=system.config.drain_timeout_s)
-    except BaseExceptionGroup as group_exc:
-        critical = group_exc.subgroup(CriticalActorFailed)
-        if critical is not None:
-            raise critical.exceptions[0] from None
-        raise
+    if replay.executor == "inline":
+        dispatcher = InlineDispatcher(supervisor)
+        scheduler.dispatcher = dispatcher
+        dispatcher.start()
+        started = stopwatch_ns()  # the replay proper: actors started, kernels loaded
+        await scheduler.run()
+        dispatcher.stop([feed], clock)
+    else:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(supervisor.run(), name="supervisor")
+                await supervisor.started()
+                started = stopwatch_ns()
+                await scheduler.run()
+                await supervisor.stop(sources=[feed], drain_timeout_s=system.config.drain_timeout_s)
+        except BaseExceptionGroup as group_exc:
+            critical = group_exc.subgroup(CriticalActorFailed)
+            if critical is not None:
+                raise critical.exceptions[0] from None
+            raise
     wall = (stopwatch_ns() - started) / 1e9
     return _result(system, scheduler, supervisor, wall)
 

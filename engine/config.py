@@ -66,10 +66,13 @@ class QuoteFileConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=
 class ReplayConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How a backtest releases ticks. ``per_tick`` delivers one ``QuoteTick`` message at a
     time (slow, the reference behaviour); otherwise ticks travel in batches of at most
-    ``batch_size``, cut wherever an actor acts, with identical results."""
+    ``batch_size``, cut wherever an actor acts, with identical results. ``executor``:
+    ``inline`` drives the actors in one task (fast, see engine/dispatch.py); ``tasks``
+    gives each actor its own asyncio task, as in live trading. Both give the same results."""
 
     batch_size: int = 65_536
     per_tick: bool = False
+    executor: Literal["inline", "tasks"] = "inline"
     quotes: list[QuoteFileConfig] = []
 
     def __post_init__(self) -> None:

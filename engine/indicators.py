@@ -13,7 +13,7 @@ from numba import njit
 __all__ = ["EmaCross", "ema_cross_kernel"]
 
 # state vector layout of the EMA-cross kernel
-_FAST, _SLOW, _SIGN, _COUNT = 0, 1, 2, 3
+_FAST, _SLOW, _SIGN, _COUNT, _CROSSES = 0, 1, 2, 3, 4
 
 
 class EmaCross:
@@ -35,7 +35,7 @@ class EmaCross:
         self.alpha_fast = 2.0 / (fast + 1)
         self.alpha_slow = 2.0 / (slow + 1)
         self.warmup = warmup
-        self.state = np.zeros(4, dtype=np.float64)
+        self.state = np.zeros(5, dtype=np.float64)
 
     @property
     def fast(self) -> float:
@@ -52,6 +52,11 @@ class EmaCross:
     @property
     def count(self) -> int:
         return int(self.state[_COUNT])
+
+    @property
+    def crosses(self) -> int:
+        """Crosses seen so far."""
+        return int(self.state[_CROSSES])
 
     def update(self, mid2: float) -> int:
         """One tick. Returns the new sign (+1/-1) on a cross, else 0."""
@@ -76,6 +81,7 @@ class EmaCross:
         st[_SIGN] = sign
         st[_COUNT] = count
         if count > self.warmup and prev != 0.0 and sign != prev:  # noqa: PLR1714 - same ops as the kernel
+            st[_CROSSES] += 1.0
             return int(sign)
         return 0
 
@@ -89,11 +95,14 @@ class EmaCross:
         start: int = 0,
         *,
         commit: bool = True,
+        stop_at_cross: bool = True,
     ) -> int:
         """Batch form of :meth:`update` over rows ``start..`` of one instrument.
 
         Stops at the first cross and returns its row index (state updated through that
         row), or ``len(bid)`` if none. ``commit=False`` leaves the state untouched.
+        ``stop_at_cross=False`` runs to the end, counting crosses (for a strategy whose
+        orders are switched off).
         """
         state = self.state if commit else self.state.copy()
         return int(
@@ -108,6 +117,7 @@ class EmaCross:
                 float(self.warmup),
                 state,
                 start,
+                stop_at_cross,
             )
         )
 
@@ -124,6 +134,7 @@ def ema_cross_kernel(
     warmup: float,
     state: np.ndarray,
     start: int,
+    stop_at_cross: bool,
 ) -> int:  # pragma: no cover - compiled
     fast = state[0]
     slow = state[1]
@@ -147,11 +158,13 @@ def ema_cross_kernel(
         elif fast < slow:
             sign = -1.0
         if count > warmup and prev != 0.0 and sign != prev:  # noqa: PLR1714 - numba
-            state[0] = fast
-            state[1] = slow
-            state[2] = sign
-            state[3] = count
-            return i
+            state[4] += 1.0
+            if stop_at_cross:
+                state[0] = fast
+                state[1] = slow
+                state[2] = sign
+                state[3] = count
+                return i
     state[0] = fast
     state[1] = slow
     state[2] = sign

@@ -109,6 +109,7 @@ class Mailbox:
         "quiescence",
         "received",
         "size",
+        "wakeup",
     )
 
     def __init__(self, owner: str, capacity: int, quiescence: Quiescence) -> None:
@@ -129,28 +130,31 @@ class Mailbox:
         self._putters: deque[asyncio.Future[None]] = deque()
         self._slots: dict[Hashable, _Slot] = {}
         self._droppable = 0
+        self.wakeup: Callable[[], None] | None = None
+        """Called when a message arrives and no task waits in ``get`` (inline execution)."""
 
     def __len__(self) -> int:
         return self.size
 
     def _accepted(self, entry: Any) -> None:
         self.items.append(entry)
-        self.size += 1
+        size = self.size + 1
+        self.size = size
         self.received += 1
-        self.high_water = max(self.high_water, self.size)
-        self.quiescence.add()
+        if size > self.high_water:  # noqa: PLR1730 - hot path: a branch beats max()
+            self.high_water = size
+        self.quiescence.pending += 1  # Quiescence.add, inlined
         getter = self._getter
         if getter is not None:
             self._getter = None
             if not getter.done():
                 getter.set_result(None)
+        elif self.wakeup is not None:
+            self.wakeup()
 
     def offer(self, msg: Any, policy: Overflow, key: Hashable = None) -> bool:
         """Try to enqueue without waiting. False means the sender must wait (``put``)."""
-        if self.closed:
-            self.dropped += 1
-            return True
-        if self.size < self.capacity:
+        if self.size < self.capacity and not self.closed:
             if policy is Overflow.BLOCK:
                 self._accepted(msg)
             elif policy is Overflow.CONFLATE:
@@ -160,6 +164,9 @@ class Mailbox:
             else:
                 self._droppable += 1
                 self._accepted(_Slot(msg, _DROPPABLE))
+            return True
+        if self.closed:
+            self.dropped += 1
             return True
         if policy is Overflow.CONFLATE:
             slot_or_none = self._slots.get(key)
@@ -212,6 +219,8 @@ class Mailbox:
             self._getter = None
             if not getter.done():
                 getter.set_result(None)
+        elif self.wakeup is not None:
+            self.wakeup()
 
     def _wake_putter(self) -> None:
         putters = self._putters
@@ -295,9 +304,10 @@ class Edge:
         """Only messages of these types travel this edge (None: all)."""
 
     def offer(self, msg: Any) -> bool:
-        if self.policy is Overflow.CONFLATE:
-            return self.target.offer(msg, Overflow.CONFLATE, self.key(msg))
-        return self.target.offer(msg, self.policy)
+        policy = self.policy
+        if policy is Overflow.CONFLATE:
+            return self.target.offer(msg, policy, self.key(msg))
+        return self.target.offer(msg, policy)
 
     async def put(self, msg: Any) -> None:
         if self.policy is Overflow.CONFLATE:

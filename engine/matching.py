@@ -34,7 +34,7 @@ from engine.messages import (
     TimeInForce,
 )
 
-__all__ = ["SimulatedVenue", "VenueCosts"]
+__all__ = ["SimulatedVenue", "VenueCosts", "warm_up"]
 
 
 class VenueCosts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -90,7 +90,7 @@ class SimulatedVenue:
         self.now = ts
         self.bid[instrument] = bid
         self.ask[instrument] = ask
-        if bid <= self.best_sell[instrument] and ask > self.best_buy[instrument]:
+        if bid < self.best_sell[instrument] and ask > self.best_buy[instrument]:
             return
         self._match_resting(instrument, ts)
 
@@ -100,7 +100,7 @@ class SimulatedVenue:
         """Ticks in order; resting orders are matched at the tick that crosses them."""
         start = 0
         n = len(bid)
-        while start < n:
+        while start < n and self.resting:
             k = self.scan(instrument_col, bid, ask, start)
             if k >= n:
                 break
@@ -108,7 +108,11 @@ class SimulatedVenue:
             start = k + 1
         if n:
             self.now = int(ts[-1])
-            _last_quotes(instrument_col, bid, ask, self.bid, self.ask)
+            if len(self.bid) == 1:
+                self.bid[0] = bid[-1]
+                self.ask[0] = ask[-1]
+            else:
+                _last_quotes(instrument_col, bid, ask, self.bid, self.ask)
 
     def scan(
         self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray, start: int = 0
@@ -317,3 +321,11 @@ def _last_quotes(
         i = instrument_col[t]
         out_bid[i] = bid[t]
         out_ask[i] = ask[t]
+
+
+def warm_up() -> None:
+    """Load the compiled kernels now rather than on the first tick."""
+    col = np.zeros(1, dtype=np.uint32)
+    one = np.ones(1)
+    _first_cross(col, one, one, np.full(1, -np.inf), np.full(1, np.inf), 0)
+    _last_quotes(col, one, one, np.zeros(1), np.zeros(1))

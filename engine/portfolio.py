@@ -23,7 +23,7 @@ from numba import njit
 
 from engine.instruments import InstrumentTable
 
-__all__ = ["Portfolio", "PositionView"]
+__all__ = ["Portfolio", "PositionView", "warm_up"]
 
 
 class PositionView:
@@ -92,7 +92,7 @@ class Portfolio:
     ) -> float:
         """Book a fill of ``signed_qty`` (+ buy, - sell) at ``price``; return realised P&L."""
         i = self.instruments.index(instrument_id)
-        mult = self.mult[i]
+        mult = float(self.mult[i])
         pos = float(self.qty[i])
         avg = float(self.avg[i])
         realized = 0.0
@@ -121,7 +121,7 @@ class Portfolio:
         self.balance += realized - commission
         self.fills += 1
         self.traded_notional += abs(signed_qty * price) * mult
-        mark = self.mark_price[i]
+        mark = float(self.mark_price[i])
         if not math.isnan(mark):  # re-mark so equity reflects the fill at once
             self._mark_one(i, mark)
         else:
@@ -133,23 +133,25 @@ class Portfolio:
 
     def _equity_point(self) -> None:
         equity = self._equity()
-        c = self.curve
-        c[0] = max(c[0], equity)
-        dd = c[0] - equity
-        c[1] = max(c[1], dd)
-        if c[0] > 0.0 and dd / c[0] > c[2]:
-            c[2] = dd / c[0]
-        c[3] = equity
+        peak, max_dd, max_frac, _ = self.curve.tolist()
+        if equity > peak:  # noqa: PLR1730 - the same comparisons as the batch kernel
+            peak = equity
+        dd = peak - equity
+        if dd > max_dd:  # noqa: PLR1730
+            max_dd = dd
+        if peak > 0.0 and dd / peak > max_frac:
+            max_frac = dd / peak
+        self.curve[:] = (peak, max_dd, max_frac, equity)
 
     def _equity(self) -> float:
         total = 0.0
-        for u in self.unrealized:
-            total += float(u)
+        for u in self.unrealized.tolist():
+            total += u
         return self.balance + total
 
     def _mark_one(self, i: int, mid: float) -> None:
         self.mark_price[i] = mid
-        self.unrealized[i] = self.qty[i] * (mid - self.avg[i]) * self.mult[i]
+        self.unrealized[i] = float(self.qty[i]) * (mid - float(self.avg[i])) * float(self.mult[i])
         self._equity_point()
 
     def mark(self, instrument_index: int, bid: float, ask: float) -> None:
@@ -239,12 +241,31 @@ def _mark_batch_kernel(
         for j in range(m):
             total += unrealized[j]
         equity = balance + total
-        peak = max(peak, equity)
+        if equity > peak:  # noqa: PLR1730
+            peak = equity
         dd = peak - equity
-        max_dd = max(max_dd, dd)
+        if dd > max_dd:  # noqa: PLR1730
+            max_dd = dd
         if peak > 0.0 and dd / peak > max_frac:
             max_frac = dd / peak
     curve[0] = peak
     curve[1] = max_dd
     curve[2] = max_frac
     curve[3] = equity
+
+
+def warm_up() -> None:
+    """Load the compiled kernel now rather than on the first tick."""
+    one = np.ones(1)
+    _mark_batch_kernel(
+        np.zeros(1, dtype=np.uint32),
+        one,
+        one,
+        np.zeros(1),
+        np.zeros(1),
+        one,
+        np.zeros(1),
+        np.zeros(1),
+        0.0,
+        np.zeros(4),
+    )

@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.actor import Actor
 from engine.clock import ReplayClock
+from engine.dispatch import InlineDispatcher
 from engine.mailbox import Quiescence
 from engine.messages import QuoteBatch
 from engine.ticks import QUOTE_DTYPE, QuoteArray
@@ -132,6 +133,7 @@ class ReplayScheduler:
         scanners: Sequence[Actor[Any]] = (),
         batch_size: int = 65_536,
         per_tick: bool = False,
+        dispatcher: InlineDispatcher | None = None,
     ) -> None:
         self.clock = clock
         self.quiescence = quiescence
@@ -142,6 +144,7 @@ class ReplayScheduler:
         self.scanners = list(scanners)
         self.batch_size = 1 if per_tick else batch_size
         self.per_tick = per_tick
+        self.dispatcher = dispatcher
         self.ticks_released = 0
         self.batches_released = 0
         self.timers_fired = 0
@@ -165,7 +168,7 @@ class ReplayScheduler:
                 return n
             m = min(n, m * 4)
 
-    LOOKAHEAD = 256
+    LOOKAHEAD = 64
 
     def _first_action(self, window: QuoteArray, scanners: Sequence[Actor[Any]]) -> int | None:
         """Index in ``window`` of the first tick any scanner acts on, or None."""
@@ -198,8 +201,12 @@ class ReplayScheduler:
         feed = self.feed
         publish = getattr(feed, "publish", None)
         ids = self.instrument_ids
+        dispatcher = self.dispatcher
         while True:
-            await quiescence.wait()
+            if dispatcher is not None:
+                dispatcher.run_until_quiet()
+            else:
+                await quiescence.wait()
             next_timer = clock.next_timer_ts()
             window = source.window(self.batch_size, next_timer)
             if len(window) == 0:
@@ -220,4 +227,7 @@ class ReplayScheduler:
             else:
                 publish(msg)
                 if feed._staged:
-                    await feed._flush()
+                    if dispatcher is not None:
+                        dispatcher.send_held(feed)
+                    else:
+                        await feed._flush()

@@ -58,6 +58,7 @@ class Supervisor:
         self.alerts: list[RiskAlert] = []
         self.log = structlog.get_logger("tradingd").bind(component="supervisor")
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._crashes: dict[str, deque[int]] = {}
         self._started = asyncio.Event()
         self._stopping = False
 
@@ -79,59 +80,71 @@ class Supervisor:
         await self._started.wait()
 
     async def _supervise(self, actor: Actor[Any]) -> None:
-        config = actor.config
-        window_ns = int(config.restart_window_s * NANOS_PER_SECOND)
-        crashes: deque[int] = deque()
-        backoff = config.backoff_initial_s
         while True:
             try:
                 await actor.run_loop()
             except Exception as exc:
-                now = self.clock.now()
-                while crashes and now - crashes[0] > window_ns:
-                    crashes.popleft()
-                self.log.error(
-                    "actor crashed",
-                    actor=actor.name,
-                    error=repr(exc),
-                    crashes_in_window=len(crashes) + 1,
-                    exc_info=exc,
-                )
-                if actor.critical:
-                    self._halt_trading(f"critical actor {actor.name} crashed: {exc!r}")
-                if len(crashes) >= config.restart_budget:
-                    self._give_up(actor, exc)
-                    if actor.critical:
-                        raise CriticalActorFailed(actor.name, exc) from exc
+                delay = self.crashed(actor, exc)
+                if delay is None:
                     return
-                crashes.append(now)
-                actor.state = ActorState.RESTARTING
-                self.alert(
-                    AlertLevel.WARNING,
-                    rule="actor_restart",
-                    message=(
-                        f"actor {actor.name} crashed ({exc!r}); restart "
-                        f"{len(crashes)} of {config.restart_budget}"
-                    ),
-                    action="restart",
-                )
-                await pause(self.clock, backoff)
-                backoff = min(backoff * 2, config.backoff_max_s)
-                try:
-                    actor.on_stop()
-                except Exception as stop_exc:
-                    self.log.warning(
-                        "on_stop failed during restart", actor=actor.name, error=repr(stop_exc)
-                    )
-                actor.cancel_all_timers()
-                actor.on_start()
-                actor.stats.restarts += 1
-                actor.state = ActorState.RUNNING
+                await pause(self.clock, delay)
+                self.restart(actor)
                 continue
             actor.state = ActorState.STOPPED
             actor.cancel_all_timers()
             actor.on_stop()
             return
+
+    def crashed(self, actor: Actor[Any], exc: Exception) -> float | None:
+        """Apply the restart policy to a crash: the back-off before restarting, or None if
+        the actor is given up (FAULTED). Raises CriticalActorFailed for a critical actor
+        past its budget. Shared by every executor, so a crash means the same everywhere."""
+        config = actor.config
+        window_ns = int(config.restart_window_s * NANOS_PER_SECOND)
+        crashes = self._crashes.setdefault(actor.name, deque())
+        now = self.clock.now()
+        while crashes and now - crashes[0] > window_ns:
+            crashes.popleft()
+        self.log.error(
+            "actor crashed",
+            actor=actor.name,
+            error=repr(exc),
+            crashes_in_window=len(crashes) + 1,
+            exc_info=exc,
+        )
+        if actor.critical:
+            self._halt_trading(f"critical actor {actor.name} crashed: {exc!r}")
+        if len(crashes) >= config.restart_budget:
+            self._give_up(actor, exc)
+            if actor.critical:
+                raise CriticalActorFailed(actor.name, exc) from exc
+            return None
+        crashes.append(now)
+        actor.state = ActorState.RESTARTING
+        self.alert(
+            AlertLevel.WARNING,
+            rule="actor_restart",
+            message=(
+                f"actor {actor.name} crashed ({exc!r}); restart "
+                f"{len(crashes)} of {config.restart_budget}"
+            ),
+            action="restart",
+        )
+        n = len(crashes)
+        return float(min(config.backoff_initial_s * 2 ** (n - 1), config.backoff_max_s))
+
+    def restart(self, actor: Actor[Any]) -> None:
+        """``on_stop`` (errors logged), cancel its timers, ``on_start``; the inbox is kept."""
+        try:
+            actor.on_stop()
+        except Exception as stop_exc:
+            self.log.warning(
+                "on_stop failed during restart", actor=actor.name, error=repr(stop_exc)
+            )
+        actor.cancel_all_timers()
+        actor.on_start()
+        actor.stats.restarts += 1
+        actor.state = ActorState.RUNNING
 
     def _give_up(self, actor: Actor[Any], exc: BaseException) -> None:
         actor.state = ActorState.FAULTED

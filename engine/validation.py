@@ -38,7 +38,7 @@ from numba import njit
 
 from engine.ticks import QUOTE_DTYPE, QuoteArray
 
-__all__ = ["QuoteValidator", "RejectReason", "ValidatorConfig"]
+__all__ = ["QuoteValidator", "RejectReason", "ValidatorConfig", "warm_up"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -316,7 +316,7 @@ class QuoteValidator:
         last_ts: npt.NDArray[np.int64],
         counters: npt.NDArray[np.int64],
     ) -> tuple[npt.NDArray[np.bool_], int]:
-        if batch.dtype != QUOTE_DTYPE or batch.ndim != 1:
+        if batch.dtype is not QUOTE_DTYPE and (batch.dtype != QUOTE_DTYPE or batch.ndim != 1):
             raise TypeError(f"expected a 1-d QUOTE_DTYPE batch, got {batch.dtype} {batch.shape}")
         mask = np.empty(batch.shape[0], dtype=np.bool_)
         rejected = int(
@@ -392,3 +392,10 @@ class QuoteValidator:
             reasons,
         )
         return reasons
+
+
+def warm_up() -> None:
+    """Load the compiled kernels now rather than on the first tick."""
+    validator = QuoteValidator(ValidatorConfig(), 1)
+    validator.preview_mask(np.zeros(1, dtype=QUOTE_DTYPE))
+    validator.check(0, 0, 1.0, 1.0, 0.0, 0.0)

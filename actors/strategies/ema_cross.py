@@ -18,6 +18,8 @@ from engine.messages import OrderRequest, OrderType, QuoteBatch, QuoteTick, Side
 
 __all__ = ["EmaCrossConfig", "EmaCrossStrategy"]
 
+_EMPTY_COLUMNS = (np.zeros(1, dtype=np.uint32), np.ones(1), np.ones(1))
+
 
 class EmaCrossConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``fast``/``slow`` are EMA periods in ticks; no order before ``warmup`` ticks.
@@ -54,6 +56,8 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
         self.increment = inst.price_increment
         self.signal = EmaCross(cfg.fast, cfg.slow, cfg.warmup)
         self.order_seq = 0
+        # load the compiled kernel now, not on the first tick
+        self.signal.run(*_EMPTY_COLUMNS, self.instrument_index, self.increment, commit=False)
 
     def on_message(self, msg: Any) -> None:
         match msg:
@@ -75,6 +79,11 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
         ask = data["ask"]
         ts = data["ts_event"]
         n = len(bid)
+        if not self.wired("orders"):  # orders switched off: signals only
+            self.signal.run(
+                inst_col, bid, ask, self.instrument_index, self.increment, stop_at_cross=False
+            )
+            return
         start = 0
         while start < n:
             k = self.signal.run(inst_col, bid, ask, self.instrument_index, self.increment, start)
