@@ -31,7 +31,7 @@ import numpy as np
 import structlog
 
 from engine.clock import Clock, TimerHandle, stopwatch_ns
-from engine.mailbox import EMPTY, Edge, Mailbox, Overflow, Quiescence
+from engine.mailbox import EMPTY, STOP, Edge, Mailbox, Overflow, Quiescence
 from engine.messages import TimerFired
 
 if TYPE_CHECKING:
@@ -54,17 +54,6 @@ class ActorState(enum.StrEnum):
     RESTARTING = "RESTARTING"
     STOPPED = "STOPPED"
     FAULTED = "FAULTED"
-
-
-class _Stop:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "STOP"
-
-
-STOP = _Stop()
-"""Put in an inbox (uncounted) to make the actor finish what is queued before it and stop."""
 
 
 class ActorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

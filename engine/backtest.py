@@ -120,7 +120,7 @@ async def run_backtest(
             f"a backtest needs exactly one replay_feed actor, found {len(feeds)}", path="$.actors"
         )
     feed = feeds[0]
-    chunks = source if source is not None else _file_source(system, max(replay.batch_size, 65_536))
+    chunks = source if source is not None else _file_source(system, max(replay.batch_size, 4_096))
     preview = None
     for actor in system.downstream(feed.name):
         if hasattr(actor, "preview"):

@@ -68,6 +68,10 @@ class Clock(ABC):
     @abstractmethod
     def is_replay(self) -> bool: ...
 
+    @abstractmethod
+    def pending_drain_timers(self) -> int:
+        """How many timers carrying order traffic have not fired yet."""
+
     def at(self, ts: int, callback: TimerCallback, *, drain: bool = False) -> TimerHandle:
         """Call ``callback(ts)`` once the clock reaches ``ts`` (at once if it already has)."""
         handle = TimerHandle(ts, callback, None, drain)
@@ -162,6 +166,9 @@ class ReplayClock(Clock):
 class LiveClock(Clock):
     """The wall clock (UTC), with timers on the running event loop."""
 
+    def __init__(self) -> None:
+        self._drain: set[TimerHandle] = set()
+
     @property
     def is_replay(self) -> bool:
         return False
@@ -173,8 +180,16 @@ class LiveClock(Clock):
         loop = asyncio.get_running_loop()
         delay = max(0.0, (handle.ts - time.time_ns()) / NANOS_PER_SECOND)
         handle._live_handle = loop.call_later(delay, self._fire, handle)
+        if handle.drain:
+            self._drain.add(handle)
+
+    def pending_drain_timers(self) -> int:
+        self._drain = {h for h in self._drain if not h.cancelled}
+        return len(self._drain)
 
     def _fire(self, handle: TimerHandle) -> None:
+        if handle.interval is None:
+            self._drain.discard(handle)
         if handle.cancelled:
             return
         ts = handle.ts

@@ -70,7 +70,7 @@ class ReplayConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     ``inline`` drives the actors in one task (fast, see engine/dispatch.py); ``tasks``
     gives each actor its own asyncio task, as in live trading. Both give the same results."""
 
-    batch_size: int = 65_536
+    batch_size: int = 16_384
     per_tick: bool = False
     executor: Literal["inline", "tasks"] = "inline"
     quotes: list[QuoteFileConfig] = []

@@ -75,7 +75,7 @@ class InlineDispatcher:
         while ready:
             actor = ready.popleft()
             actor._ready = False
-            if actor.state is not ActorState.RUNNING:
+            if actor.state is not ActorState.RUNNING and not actor._staged:
                 continue
             if self._drain(actor):
                 stalled = 0
@@ -126,13 +126,18 @@ class InlineDispatcher:
                     handle(msg)
                 except Exception as exc:
                     stats.errors += 1
-                    if staged and not self._deliver(actor):
-                        staged.clear()  # a crashed handler's undeliverable output is dropped
-                    quiescence.done()
                     if self.supervisor.crashed(actor, exc) is None:
-                        return True
+                        # given up: what it sent before raising still goes out
+                        if not (staged and not self._deliver(actor)):
+                            quiescence.done()
+                            return True
+                        return False
                     self.supervisor.restart(actor)
                     handle = actor.on_message
+                    # as with tasks, what it sent before raising is delivered first
+                    if staged and not self._deliver(actor):
+                        return False
+                    quiescence.done()
                     continue
                 if staged and not self._deliver(actor):
                     return False

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Final
 
-__all__ = ["EMPTY", "Edge", "Mailbox", "Overflow", "Quiescence"]
+__all__ = ["EMPTY", "STOP", "Edge", "Mailbox", "Overflow", "Quiescence"]
 
 
 class Overflow(enum.StrEnum):
@@ -44,6 +44,8 @@ class _Sentinel:
 
 
 EMPTY: Final = _Sentinel("EMPTY")
+STOP: Final = _Sentinel("STOP")
+"""Put in an inbox (uncounted) to make the actor finish what is queued before it and stop."""
 _DEAD: Final = _Sentinel("DEAD")
 _DROPPABLE: Final = _Sentinel("DROPPABLE")
 

@@ -33,6 +33,7 @@ from engine.messages import (
     Side,
     TimeInForce,
 )
+from engine.ticks import QUOTE_DTYPE
 
 __all__ = ["SimulatedVenue", "VenueCosts", "warm_up"]
 
@@ -324,8 +325,10 @@ def _last_quotes(
 
 
 def warm_up() -> None:
-    """Load the compiled kernels now rather than on the first tick."""
-    col = np.zeros(1, dtype=np.uint32)
-    one = np.ones(1)
-    _first_cross(col, one, one, np.full(1, -np.inf), np.full(1, np.inf), 0)
-    _last_quotes(col, one, one, np.zeros(1), np.zeros(1))
+    """Load the compiled kernels now rather than on the first tick. Column views of a batch
+    are strided, except in a one-row batch; numba compiles each layout apart."""
+    for rows in (1, 2):
+        batch = np.zeros(rows, dtype=QUOTE_DTYPE)
+        col, bid, ask = batch["instrument"], batch["bid"], batch["ask"]
+        _first_cross(col, bid, ask, np.full(1, -np.inf), np.full(1, np.inf), 0)
+        _last_quotes(col, bid, ask, np.zeros(1), np.zeros(1))

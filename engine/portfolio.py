@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from engine.instruments import InstrumentTable
+from engine.ticks import QUOTE_DTYPE
 
 __all__ = ["Portfolio", "PositionView", "warm_up"]
 
@@ -255,17 +256,20 @@ def _mark_batch_kernel(
 
 
 def warm_up() -> None:
-    """Load the compiled kernel now rather than on the first tick."""
+    """Load the compiled kernel now rather than on the first tick. Column views of a batch
+    are strided, except in a one-row batch; numba compiles each layout apart."""
     one = np.ones(1)
-    _mark_batch_kernel(
-        np.zeros(1, dtype=np.uint32),
-        one,
-        one,
-        np.zeros(1),
-        np.zeros(1),
-        one,
-        np.zeros(1),
-        np.zeros(1),
-        0.0,
-        np.zeros(4),
-    )
+    for rows in (1, 2):
+        batch = np.zeros(rows, dtype=QUOTE_DTYPE)
+        _mark_batch_kernel(
+            batch["instrument"],
+            batch["bid"],
+            batch["ask"],
+            np.zeros(1),
+            np.zeros(1),
+            one,
+            np.zeros(1),
+            np.zeros(1),
+            0.0,
+            np.zeros(4),
+        )

@@ -82,7 +82,7 @@ class ChunkedQuoteSource:
 
 
 def merge_quote_files(
-    inputs: Sequence[tuple[QuoteArray, int]], chunk_rows: int = 65_536
+    inputs: Sequence[tuple[QuoteArray, int]], chunk_rows: int = 16_384
 ) -> Iterator[QuoteArray]:
     """Merge per-instrument quote arrays (each in time order) into time-ordered chunks.
 
@@ -131,7 +131,7 @@ class ReplayScheduler:
         instrument_ids: tuple[str, ...],
         preview: Preview | None = None,
         scanners: Sequence[Actor[Any]] = (),
-        batch_size: int = 65_536,
+        batch_size: int = 16_384,
         per_tick: bool = False,
         dispatcher: InlineDispatcher | None = None,
     ) -> None:

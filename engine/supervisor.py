@@ -27,10 +27,10 @@ from typing import Any
 
 import structlog
 
-from engine.actor import STOP, Actor, ActorState
+from engine.actor import Actor, ActorState
 from engine.clock import NANOS_PER_SECOND, Clock, ReplayClock, pause
 from engine.errors import CriticalActorFailed
-from engine.mailbox import Quiescence
+from engine.mailbox import STOP, Quiescence
 from engine.messages import AlertLevel, RiskAlert, SetTradingState, TradingState
 
 __all__ = ["Supervisor"]
@@ -214,13 +214,15 @@ class Supervisor:
 
     async def _drain(self, timeout_s: float) -> bool:
         async def quiet_and_no_order_timers() -> None:
+            clock = self.clock
             while True:
                 await self.quiescence.wait()
-                clock = self.clock
-                if isinstance(clock, ReplayClock) and clock.pending_drain_timers():
+                if not clock.pending_drain_timers():
+                    return
+                if isinstance(clock, ReplayClock):
                     clock.fire_next()
-                    continue
-                return
+                else:
+                    await pause(clock, 0.001)  # orders still travelling to a venue
 
         try:
             await asyncio.wait_for(quiet_and_no_order_timers(), timeout_s)
@@ -230,6 +232,7 @@ class Supervisor:
                 "stop: order traffic did not drain in time",
                 timeout_s=timeout_s,
                 queued={a.name: a.inbox.size for a in self.actors if a.inbox.size},
+                orders_in_flight=self.clock.pending_drain_timers(),
             )
             return False
 

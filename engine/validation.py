@@ -395,7 +395,9 @@ class QuoteValidator:
 
 
 def warm_up() -> None:
-    """Load the compiled kernels now rather than on the first tick."""
+    """Load the compiled kernels now rather than on the first tick. Column views of a batch
+    are strided, except in a one-row batch; numba compiles each layout apart."""
     validator = QuoteValidator(ValidatorConfig(), 1)
-    validator.preview_mask(np.zeros(1, dtype=QUOTE_DTYPE))
+    for rows in (1, 2):
+        validator.preview_mask(np.zeros(rows, dtype=QUOTE_DTYPE))
     validator.check(0, 0, 1.0, 1.0, 0.0, 0.0)

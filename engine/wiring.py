@@ -38,22 +38,24 @@ BUILTIN_KINDS: dict[str, str] = {
 }
 
 
-def resolve_kind(kind: str, *, path: str = "$") -> type[Actor[Any]]:
+def resolve_kind(kind: str, *, path: str = "$", file: str | None = None) -> type[Actor[Any]]:
     """The actor class for a kind name or ``module:Class`` path."""
     target = BUILTIN_KINDS.get(kind, kind)
     if ":" not in target:
         known = ", ".join(sorted(BUILTIN_KINDS))
         raise WiringError(
-            f"unknown actor kind {kind!r} (built-in kinds: {known}; or module:Class)", path=path
+            f"unknown actor kind {kind!r} (built-in kinds: {known}; or module:Class)",
+            path=path,
+            file=file,
         )
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
         cls = getattr(module, class_name)
     except (ImportError, AttributeError) as exc:
-        raise WiringError(f"cannot load actor kind {kind!r}: {exc}", path=path) from None
+        raise WiringError(f"cannot load actor kind {kind!r}: {exc}", path=path, file=file) from None
     if not (isinstance(cls, type) and issubclass(cls, Actor)):
-        raise WiringError(f"{target} is not an Actor", path=path)
+        raise WiringError(f"{target} is not an Actor", path=path, file=file)
     return cls
 
 
@@ -78,7 +80,7 @@ class System:
         self.actors: dict[str, Actor[Any]] = {}
         for name, section in config.actors.items():
             prefix = f".actors.{name}"
-            cls = resolve_kind(str(section["kind"]), path=f"${prefix}.kind")
+            cls = resolve_kind(str(section["kind"]), path=f"${prefix}.kind", file=file)
             actor_config = convert_section(section, cls.Config, prefix=prefix, file=file)
             self.actors[name] = cls(name, actor_config, self.ctx)
         self.edges: list[Edge] = []

@@ -15,10 +15,13 @@ import numpy as np
 from engine.actor import Actor, ActorConfig
 from engine.indicators import EmaCross
 from engine.messages import OrderRequest, OrderType, QuoteBatch, QuoteTick, Side, TimeInForce
+from engine.ticks import QUOTE_DTYPE
 
 __all__ = ["EmaCrossConfig", "EmaCrossStrategy"]
 
-_EMPTY_COLUMNS = (np.zeros(1, dtype=np.uint32), np.ones(1), np.ones(1))
+# Column views of a batch are strided, except in a one-row batch; numba compiles each layout
+# apart, so both are loaded at start.
+_WARM_BATCHES = (np.zeros(1, dtype=QUOTE_DTYPE), np.zeros(2, dtype=QUOTE_DTYPE))
 
 
 class EmaCrossConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +60,8 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
         self.signal = EmaCross(cfg.fast, cfg.slow, cfg.warmup)
         self.order_seq = 0
         # load the compiled kernel now, not on the first tick
-        self.signal.run(*_EMPTY_COLUMNS, self.instrument_index, self.increment, commit=False)
+        for warm in _WARM_BATCHES:
+            self.scan_batch(warm, ())
 
     def on_message(self, msg: Any) -> None:
         match msg:
