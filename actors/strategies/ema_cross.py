@@ -1,9 +1,9 @@
 """EMA crossover: trade when a fast EMA of the mid price crosses a slow one.
 
 On each cross it sends one order of ``quantity``: a buy when the fast EMA crosses above
-the slow one, a sell when it crosses below. The signal logic is
-:class:`engine.indicators.EmaCross`; this actor feeds it ticks, one at a time or a batch
-at a time through its numba kernel, with identical results.
+the slow one, a sell when it crosses below; a market order, or a passive limit order.
+The signal logic is :class:`engine.indicators.EmaCross`; this actor feeds it ticks, one at
+a time or a batch at a time through its numba kernel, with identical results.
 """
 
 from __future__ import annotations
@@ -26,13 +26,20 @@ _WARM_BATCHES = (np.zeros(1, dtype=QUOTE_DTYPE), np.zeros(2, dtype=QUOTE_DTYPE))
 
 class EmaCrossConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``fast``/``slow`` are EMA periods in ticks; no order before ``warmup`` ticks.
-    ``quantity`` is in instrument units."""
+    ``quantity`` is in instrument units.
+
+    ``order_type = "LIMIT"`` sends passive limit orders instead of market orders: a buy
+    ``limit_offset_ticks`` price increments below the bid, a sell as far above the ask
+    (0 joins the touch), resting until the market trades through them.
+    """
 
     instrument: str
     fast: int = 10
     slow: int = 20
     warmup: int = 20
     quantity: float
+    order_type: OrderType = OrderType.MARKET
+    limit_offset_ticks: int = 0
     time_in_force: TimeInForce = TimeInForce.GTC
 
     def __post_init__(self) -> None:
@@ -43,6 +50,10 @@ class EmaCrossConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("quantity must be positive")
         if self.warmup < 0:
             raise ValueError("warmup must be 0 or more")
+        if self.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise ValueError(f"order_type must be MARKET or LIMIT, got {self.order_type.value}")
+        if self.limit_offset_ticks < 0:
+            raise ValueError("limit_offset_ticks must be 0 or more")
 
 
 class EmaCrossStrategy(Actor[EmaCrossConfig]):
@@ -56,6 +67,7 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
             raise ValueError(f"strategy {self.name}: unknown instrument {cfg.instrument!r}")
         inst = instruments.get(cfg.instrument)
         self.instrument_index = instruments.index(cfg.instrument)
+        self.instrument = inst
         self.increment = inst.price_increment
         self.signal = EmaCross(cfg.fast, cfg.slow, cfg.warmup)
         self.order_seq = 0
@@ -71,7 +83,7 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
                 inc = self.increment
                 cross = self.signal.update(float(round(bid / inc) + round(ask / inc)))
                 if cross:
-                    self._order(cross, msg.ts_event)
+                    self._order(cross, msg.ts_event, bid, ask)
             case QuoteBatch(data=data):
                 self._on_batch(data)
             case _:
@@ -93,7 +105,7 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
             k = self.signal.run(inst_col, bid, ask, self.instrument_index, self.increment, start)
             if k >= n:
                 break
-            self._order(self.signal.sign, int(ts[k]))
+            self._order(self.signal.sign, int(ts[k]), float(bid[k]), float(ask[k]))
             start = k + 1
 
     @property
@@ -111,7 +123,12 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
             commit=False,
         )
 
-    def _order(self, sign: int, ts_event: int) -> None:
+    def _order(self, sign: int, ts_event: int, bid: float, ask: float) -> None:
+        cfg = self.config
+        limit_price = None
+        if cfg.order_type is OrderType.LIMIT:
+            offset = cfg.limit_offset_ticks * self.increment
+            limit_price = self.instrument.round_price(bid - offset if sign > 0 else ask + offset)
         self.order_seq += 1
         self.emit(
             "orders",
@@ -121,8 +138,9 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
                 instrument_id=self.config.instrument,
                 side=Side.BUY if sign > 0 else Side.SELL,
                 quantity=self.config.quantity,
-                order_type=OrderType.MARKET,
-                time_in_force=self.config.time_in_force,
+                order_type=cfg.order_type,
+                limit_price=limit_price,
+                time_in_force=cfg.time_in_force,
                 ts_event=ts_event,
                 ts_init=self.clock.now(),
             ),
