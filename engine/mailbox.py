@@ -146,6 +146,9 @@ class Mailbox:
         if size > self.high_water:  # noqa: PLR1730 - hot path: a branch beats max()
             self.high_water = size
         self.quiescence.pending += 1  # Quiescence.add, inlined
+        self._wake_getter()
+
+    def _wake_getter(self) -> None:
         getter = self._getter
         if getter is not None:
             self._getter = None
@@ -216,13 +219,7 @@ class Mailbox:
         if counted:
             self.received += 1
             self.quiescence.add()
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            if not getter.done():
-                getter.set_result(None)
-        elif self.wakeup is not None:
-            self.wakeup()
+        self._wake_getter()
 
     def _wake_putter(self) -> None:
         putters = self._putters

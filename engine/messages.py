@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "Alert",
     "AlertLevel",
     "Bar",
     "CancelOrder",
@@ -43,7 +44,6 @@ __all__ = [
     "OrderType",
     "QuoteBatch",
     "QuoteTick",
-    "RiskAlert",
     "SetTradingState",
     "Side",
     "Signal",
@@ -275,7 +275,7 @@ OrderEvent = (
 # --- risk --------------------------------------------------------------------------------
 
 
-class RiskAlert(Message, frozen=True, kw_only=True, tag=True, gc=False):
+class Alert(Message, frozen=True, kw_only=True, tag=True, gc=False):
     """Something a person should know: which rule, what the figures were, what was done."""
 
     level: AlertLevel

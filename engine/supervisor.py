@@ -31,11 +31,11 @@ from engine.actor import Actor, ActorState
 from engine.clock import NANOS_PER_SECOND, Clock, ReplayClock, pause
 from engine.errors import CriticalActorFailed
 from engine.mailbox import STOP, Quiescence
-from engine.messages import AlertLevel, RiskAlert, SetTradingState, TradingState
+from engine.messages import Alert, AlertLevel, SetTradingState, TradingState
 
 __all__ = ["Supervisor"]
 
-AlertSink = Callable[[RiskAlert], None]
+AlertSink = Callable[[Alert], None]
 
 
 class Supervisor:
@@ -55,7 +55,7 @@ class Supervisor:
         self.quiescence = quiescence
         self.trading_state_owner = trading_state_owner
         self.alert_sinks = list(alert_sinks)
-        self.alerts: list[RiskAlert] = []
+        self.alerts: list[Alert] = []
         self.log = structlog.get_logger("tradingd").bind(component="supervisor")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._crashes: dict[str, deque[int]] = {}
@@ -182,7 +182,7 @@ class Supervisor:
 
     def alert(self, level: AlertLevel, *, rule: str, message: str, action: str = "") -> None:
         now = self.clock.now()
-        alert = RiskAlert(
+        alert = Alert(
             level=level,
             source="supervisor",
             rule=rule,

@@ -169,48 +169,11 @@ def _validate_kernel(
     check_spread: bool,
     max_spread: float,
     reasons: npt.NDArray[np.uint8],
-) -> None:
-    """Decide every row in order, updating ``last_ts`` and ``counters`` as ``_check_one`` does.
-
-    ``instrument`` values must already be known to be < ``last_ts.shape[0]``.
-    """
-    for i in range(ts_event.shape[0]):
-        k = instrument[i]
-        t = ts_event[i]
-        reason = _decide(
-            t,
-            bid[i],
-            ask[i],
-            bid_size[i],
-            ask_size[i],
-            last_ts[k],
-            allow_locked,
-            check_spread,
-            max_spread,
-        )
-        if reason == _OK:
-            last_ts[k] = t
-        counters[reason] += 1
-        reasons[i] = reason
-
-
-@_jit
-def _mask_kernel(
-    ts_event: npt.NDArray[np.int64],
-    instrument: npt.NDArray[np.uint32],
-    bid: npt.NDArray[np.float64],
-    ask: npt.NDArray[np.float64],
-    bid_size: npt.NDArray[np.float64],
-    ask_size: npt.NDArray[np.float64],
-    last_ts: npt.NDArray[np.int64],
-    counters: npt.NDArray[np.int64],
-    allow_locked: bool,
-    check_spread: bool,
-    max_spread: float,
     mask: npt.NDArray[np.bool_],
 ) -> int:
-    """As ``_validate_kernel``, writing True where accepted; returns how many were rejected,
-    or -1 (having changed nothing) if an instrument index is out of range."""
+    """Decide every row in order, updating ``last_ts`` and ``counters`` as ``_check_one``
+    does, writing each row's reason and True where accepted. Returns how many rows were
+    rejected, or -1 (having changed nothing) if an instrument index is out of range."""
     n_inst = last_ts.shape[0]
     for i in range(ts_event.shape[0]):
         if instrument[i] >= n_inst:
@@ -230,6 +193,7 @@ def _mask_kernel(
             check_spread,
             max_spread,
         )
+        reasons[i] = reason
         if reason == _OK:
             last_ts[k] = t
             mask[i] = True
@@ -300,57 +264,29 @@ class QuoteValidator:
 
     def validate(self, batch: QuoteArray) -> npt.NDArray[np.bool_]:
         """Decide every quote of a ``QUOTE_DTYPE`` batch in order; True where accepted."""
-        return self.validate_mask(batch)[0]
+        return self._run(batch, self._last_ts, self._counters)[1]
 
     def validate_mask(self, batch: QuoteArray) -> tuple[npt.NDArray[np.bool_], int]:
         """:meth:`validate`'s mask and how many rows it rejected (the fast path)."""
-        return self._run_mask(batch, self._last_ts, self._counters)
-
-    def preview_mask(self, batch: QuoteArray) -> tuple[npt.NDArray[np.bool_], int]:
-        """:meth:`validate_mask` as it would be now, changing nothing."""
-        return self._run_mask(batch, self._last_ts.copy(), np.zeros(_N_REASONS, dtype=np.int64))
-
-    def _run_mask(
-        self,
-        batch: QuoteArray,
-        last_ts: npt.NDArray[np.int64],
-        counters: npt.NDArray[np.int64],
-    ) -> tuple[npt.NDArray[np.bool_], int]:
-        if batch.dtype is not QUOTE_DTYPE and (batch.dtype != QUOTE_DTYPE or batch.ndim != 1):
-            raise TypeError(f"expected a 1-d QUOTE_DTYPE batch, got {batch.dtype} {batch.shape}")
-        mask = np.empty(batch.shape[0], dtype=np.bool_)
-        rejected = int(
-            _mask_kernel(
-                batch["ts_event"],
-                batch["instrument"],
-                batch["bid"],
-                batch["ask"],
-                batch["bid_size"],
-                batch["ask_size"],
-                last_ts,
-                counters,
-                self._allow_locked,
-                self._check_spread,
-                self._max_spread,
-                mask,
-            )
-        )
-        if rejected < 0:
-            top = int(batch["instrument"].max())
-            raise IndexError(f"instrument {top} is not in 0..{self._n_instruments - 1}")
+        _, mask, rejected = self._run(batch, self._last_ts, self._counters)
         return mask, rejected
 
     def validate_reasons(self, batch: QuoteArray) -> npt.NDArray[np.uint8]:
         """Like :meth:`validate`, but the :class:`RejectReason` code of every row (0: accepted)."""
-        return self._run(batch, self._last_ts, self._counters)
+        return self._run(batch, self._last_ts, self._counters)[0]
 
     def preview(self, batch: QuoteArray) -> npt.NDArray[np.bool_]:
         """The mask :meth:`validate` would return now, leaving state and counters untouched."""
         return self.preview_mask(batch)[0]
 
+    def preview_mask(self, batch: QuoteArray) -> tuple[npt.NDArray[np.bool_], int]:
+        """:meth:`validate_mask` as it would be now, changing nothing."""
+        _, mask, rejected = self._run(batch, self._last_ts.copy(), np.zeros(_N_REASONS, np.int64))
+        return mask, rejected
+
     def preview_reasons(self, batch: QuoteArray) -> npt.NDArray[np.uint8]:
         """The reasons :meth:`validate_reasons` would return now, changing nothing."""
-        return self._run(batch, self._last_ts.copy(), np.zeros(_N_REASONS, dtype=np.int64))
+        return self._run(batch, self._last_ts.copy(), np.zeros(_N_REASONS, np.int64))[0]
 
     def counts(self) -> dict[str, int]:
         """``accepted`` and one count per rejection reason (lower-case names), all reasons."""
@@ -365,33 +301,35 @@ class QuoteValidator:
         batch: QuoteArray,
         last_ts: npt.NDArray[np.int64],
         counters: npt.NDArray[np.int64],
-    ) -> npt.NDArray[np.uint8]:
-        if batch.dtype != QUOTE_DTYPE:
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_], int]:
+        if batch.dtype is not QUOTE_DTYPE and batch.dtype != QUOTE_DTYPE:
             raise TypeError(f"expected a QUOTE_DTYPE batch, got dtype {batch.dtype}")
         if batch.ndim != 1:
             raise ValueError(f"expected a 1-d batch, got shape {batch.shape}")
-        reasons = np.empty(batch.shape[0], dtype=np.uint8)
-        if batch.shape[0] == 0:
-            return reasons
-        instrument = batch["instrument"]
-        top = int(instrument.max())
-        if top >= self._n_instruments:
-            raise IndexError(f"instrument {top} is not in 0..{self._n_instruments - 1}")
-        _validate_kernel(
-            batch["ts_event"],
-            instrument,
-            batch["bid"],
-            batch["ask"],
-            batch["bid_size"],
-            batch["ask_size"],
-            last_ts,
-            counters,
-            self._allow_locked,
-            self._check_spread,
-            self._max_spread,
-            reasons,
+        n = batch.shape[0]
+        reasons = np.empty(n, dtype=np.uint8)
+        mask = np.empty(n, dtype=np.bool_)
+        rejected = int(
+            _validate_kernel(
+                batch["ts_event"],
+                batch["instrument"],
+                batch["bid"],
+                batch["ask"],
+                batch["bid_size"],
+                batch["ask_size"],
+                last_ts,
+                counters,
+                self._allow_locked,
+                self._check_spread,
+                self._max_spread,
+                reasons,
+                mask,
+            )
         )
-        return reasons
+        if rejected < 0:
+            top = int(batch["instrument"].max())
+            raise IndexError(f"instrument {top} is not in 0..{self._n_instruments - 1}")
+        return reasons, mask, rejected
 
 
 def warm_up() -> None:
