@@ -156,6 +156,11 @@ class Actor(Generic[C]):
 
     # --- hooks ---------------------------------------------------------------------------
 
+    def check_config(self) -> None:
+        """Check the configuration against the run (its instruments, its account) when the
+        system is built, before anything starts. Raise ValueError ending in
+        `` - at `$.field` `` to name the offending field."""
+
     def on_start(self) -> None:
         """Build working state. Runs at start and again after every restart."""
 

@@ -144,6 +144,7 @@ async def run_backtest(
         system.quiescence,
         trading_state_owner=system.trading_state_owner(),
     )
+    scheduler.start_clock()
     if replay.executor == "inline":
         dispatcher = InlineDispatcher(supervisor)
         scheduler.dispatcher = dispatcher

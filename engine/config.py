@@ -29,6 +29,7 @@ __all__ = [
     "QuoteFileConfig",
     "ReplayConfig",
     "SystemConfig",
+    "config_error",
     "convert_section",
     "load_config",
     "parse_config",
@@ -134,7 +135,8 @@ _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 T = TypeVar("T")
 
 
-def _config_error(exc: Exception, *, prefix: str, file: str | None) -> ConfigError:
+def config_error(exc: Exception, *, prefix: str, file: str | None) -> ConfigError:
+    """A ConfigError from a validation error, its ``$.path`` put under ``prefix``."""
     text = str(exc)
     match = _AT.search(text)
     if match:
@@ -150,7 +152,7 @@ def convert_section(raw: Any, type_: type[T], *, prefix: str = "", file: str | N
     try:
         return msgspec.convert(raw, type_)
     except (msgspec.ValidationError, ValueError, TypeError) as exc:
-        raise _config_error(exc, prefix=prefix, file=file) from None
+        raise config_error(exc, prefix=prefix, file=file) from None
 
 
 def parse_config(text: str, *, file: str | None = None) -> SystemConfig:

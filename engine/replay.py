@@ -193,6 +193,13 @@ class ReplayScheduler:
             return None
         return int(index[k]) if index is not None else k
 
+    def start_clock(self) -> None:
+        """Set virtual time to the first tick's, before the actors start, so that timers
+        they set at start are anchored in the data's time, not at the epoch."""
+        first = self.source.window(1, None)
+        if len(first):
+            self.clock.set_time(int(first["ts_event"][0]))
+
     async def run(self) -> None:
         """Replay until the ticks run out; timers due before the last tick fire in order."""
         clock = self.clock

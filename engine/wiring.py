@@ -19,7 +19,7 @@ from typing import Any
 from engine import messages
 from engine.actor import Actor, ActorConfig, RunContext
 from engine.clock import Clock
-from engine.config import SystemConfig, convert_section
+from engine.config import SystemConfig, config_error, convert_section
 from engine.errors import WiringError
 from engine.instruments import InstrumentTable
 from engine.mailbox import Edge, Quiescence
@@ -82,7 +82,12 @@ class System:
             prefix = f".actors.{name}"
             cls = resolve_kind(str(section["kind"]), path=f"${prefix}.kind", file=file)
             actor_config = convert_section(section, cls.Config, prefix=prefix, file=file)
-            self.actors[name] = cls(name, actor_config, self.ctx)
+            actor = cls(name, actor_config, self.ctx)
+            try:
+                actor.check_config()
+            except ValueError as exc:
+                raise config_error(exc, prefix=prefix, file=file) from None
+            self.actors[name] = actor
         self.edges: list[Edge] = []
         self.inbound: dict[str, list[str]] = {name: [] for name in self.actors}
         self.outbound: dict[str, list[str]] = {name: [] for name in self.actors}

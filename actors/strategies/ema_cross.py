@@ -60,11 +60,17 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
     Config = EmaCrossConfig
     outputs: ClassVar[tuple[str, ...]] = ("orders",)
 
+    def check_config(self) -> None:
+        if self.config.instrument not in self.ctx.instruments:
+            known = ", ".join(i.id for i in self.ctx.instruments)
+            raise ValueError(
+                f"unknown instrument {self.config.instrument!r} (instruments: {known})"
+                " - at `$.instrument`"
+            )
+
     def on_start(self) -> None:
         cfg = self.config
         instruments = self.ctx.instruments
-        if cfg.instrument not in instruments:
-            raise ValueError(f"strategy {self.name}: unknown instrument {cfg.instrument!r}")
         inst = instruments.get(cfg.instrument)
         self.instrument_index = instruments.index(cfg.instrument)
         self.instrument = inst

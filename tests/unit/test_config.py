@@ -293,3 +293,26 @@ def test_cli_exits_78_and_names_the_bad_key(tmp_path: Path) -> None:
     assert "Expected `int`, got `str`" in proc.stderr
     assert str(bad) in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_strategy_on_an_unknown_instrument_fails_at_build_naming_the_key(tmp_path):
+    from pathlib import Path  # noqa: PLC0415
+
+    from engine.clock import ReplayClock  # noqa: PLC0415
+    from engine.config import load_config  # noqa: PLC0415
+    from engine.errors import ConfigError  # noqa: PLC0415
+    from engine.wiring import System  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config" / "reference.toml").read_text()
+    text = text.replace('instrument = "EURUSD.SIM"\nfast', 'instrument = "GBPUSD.SIM"\nfast')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    config = load_config(path)
+    with pytest.raises(ConfigError) as info:
+        System(config, ReplayClock(), file=str(path))
+    message = str(info.value)
+    assert "$.actors.ema.instrument" in message
+    assert "unknown instrument 'GBPUSD.SIM'" in message
+    assert "EURUSD.SIM" in message  # says which instruments there are
+    assert str(path) in message
