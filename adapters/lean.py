@@ -36,16 +36,30 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from engine.corporate_actions import FactorRow, MapRow
 from engine.errors import DataError
-from engine.ticks import QUOTE_DTYPE, TRADE_DTYPE, QuoteArray, TradeArray
+from engine.ticks import (
+    BAR_DTYPE,
+    DAILY_NS,
+    QUOTE_DTYPE,
+    TRADE_DTYPE,
+    BarArray,
+    QuoteArray,
+    TradeArray,
+)
 
 __all__ = [
     "EQUITY_PRICE_SCALE",
     "EQUITY_TIME_ZONE",
     "FLAG_SUSPICIOUS",
+    "read_daily_bars",
     "read_equity_quote_ticks",
     "read_equity_trade_ticks",
+    "read_factor_file",
     "read_fx_quote_ticks",
+    "read_map_file",
+    "read_minute_quote_bars",
+    "read_minute_trade_bars",
 ]
 
 EQUITY_PRICE_SCALE = 10_000
@@ -440,4 +454,223 @@ def read_fx_quote_ticks(
     out["instrument"] = instrument
     out["bid"] = floats[:, 1]
     out["ask"] = floats[:, 2]
+    return out
+
+
+# --- bars, factor files and map files ------------------------------------------------------
+
+DAILY_CLOSE = dt.time(16, 0)
+"""A Lean US equity daily bar is stamped with its session's close, 16:00 New York."""
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    """The member name and text of a Lean zip's one CSV, or of a plain CSV file."""
+    if path.suffix == ".zip":
+        member, raw = _read_single_csv(path)
+    else:
+        try:
+            member, raw = path.name, path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read: {exc}") from exc
+    try:
+        return member, raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not ASCII text: {exc}") from None
+
+
+def read_daily_bars(
+    path: str | Path,
+    instrument: int = 0,
+    *,
+    price_scale: float = EQUITY_PRICE_SCALE,
+    tz: dt.tzinfo = EQUITY_TIME_ZONE,
+    close: dt.time = DAILY_CLOSE,
+) -> BarArray:
+    """Read a Lean daily bar zip (``DateTime,Open,High,Low,Close,Volume``, no header, the
+    date as ``YYYYMMDD 00:00`` in New York, prices in deci-cents) into ``BAR_DTYPE`` rows.
+
+    ``ts_event`` is the session's close (``close`` on the bar's date in ``tz``, 16:00 New
+    York: 20:00 or 21:00 UTC, so the UTC date is the trading date); ``interval_ns`` is
+    :data:`engine.ticks.DAILY_NS`. Prices are raw, as traded: apply the factor file with
+    :mod:`engine.corporate_actions`.
+    """
+    path = Path(path)
+    _check_instrument(instrument)
+    member, text = _read_text(path)
+    dates: list[dt.date] = []
+    values: list[tuple[float, float, float, float, float]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line:
+            continue
+        fields = line.split(",")
+        try:
+            if len(fields) != 6:
+                raise ValueError(f"expected 6 fields, found {len(fields)}")
+            stamp = fields[0]
+            if len(stamp) < 8 or not stamp[:8].isdigit():
+                raise ValueError(f"DateTime {stamp!r} is not YYYYMMDD HH:MM")
+            dates.append(dt.date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8])))
+            o, h, lo, c, v = (float(x) for x in fields[1:])
+        except ValueError as exc:
+            raise DataError(f"{path} ({member}) line {lineno}: {exc}: {line[:200]!r}") from None
+        values.append((o / price_scale, h / price_scale, lo / price_scale, c / price_scale, v))
+    out = np.zeros(len(values), dtype=BAR_DTYPE)
+    if not values:
+        return out
+    ts = np.array([_close_ns(d, close, tz) for d in dates], dtype=np.int64)
+    arr = np.array(values, dtype=np.float64)
+    out["ts_event"] = ts
+    out["ts_init"] = ts
+    out["instrument"] = instrument
+    out["interval_ns"] = DAILY_NS
+    for j, col in enumerate(("open", "high", "low", "close", "volume")):
+        out[col] = arr[:, j]
+    return out
+
+
+def _close_ns(day: dt.date, close: dt.time, tz: dt.tzinfo) -> int:
+    local = dt.datetime.combine(day, close, tzinfo=tz)
+    return int(local.timestamp()) * 1_000_000_000
+
+
+_MINUTE_NS = 60_000_000_000
+
+
+def read_minute_trade_bars(
+    path: str | Path,
+    date: dt.date | None = None,
+    instrument: int = 0,
+    *,
+    tz: dt.tzinfo = EQUITY_TIME_ZONE,
+) -> BarArray:
+    """Read a Lean equity minute ``*_trade.zip`` (``Time,Open,High,Low,Close,Volume``,
+    ``Time`` the bar's *start* in ms since midnight New York, prices in deci-cents).
+
+    ``ts_event`` is the bar's close, start + 1 minute; ``interval_ns`` one minute.
+    """
+    path = Path(path)
+    _check_instrument(instrument)
+    day = _trading_date(path, date)
+    columns = tuple((name, _INT) for name in ("Time", "Open", "High", "Low", "Close", "Volume"))
+    member, raw, ints, _ = _parse(path, columns)
+    _check_times(path, member, raw, ints[:, 0])
+    out = np.zeros(len(ints), dtype=BAR_DTYPE)
+    ts = _utc_ns(day, tz, ints[:, 0]) + _MINUTE_NS
+    out["ts_event"] = ts
+    out["ts_init"] = ts
+    out["instrument"] = instrument
+    out["interval_ns"] = _MINUTE_NS
+    for j, col in enumerate(("open", "high", "low", "close"), start=1):
+        out[col] = ints[:, j] / EQUITY_PRICE_SCALE
+    out["volume"] = ints[:, 5]
+    return out
+
+
+def read_minute_quote_bars(
+    path: str | Path,
+    date: dt.date | None = None,
+    instrument: int = 0,
+    *,
+    fx: bool = False,
+) -> tuple[BarArray, BarArray]:
+    """Read a Lean minute ``*_quote.zip`` (``Time,BidOpen,BidHigh,BidLow,BidClose,
+    LastBidSize,AskOpen,AskHigh,AskLow,AskClose,LastAskSize``) into a bid and an ask bar
+    series. Equity files (``fx=False``) are in deci-cents and New York time; Oanda FX files
+    (``fx=True``) in plain decimals and UTC. ``Time`` is the bar's start; ``ts_event`` its
+    close. Quote bars have no traded volume: ``volume`` is 0.
+    """
+    path = Path(path)
+    _check_instrument(instrument)
+    day = _trading_date(path, date)
+    names = (
+        "Time",
+        "BidOpen",
+        "BidHigh",
+        "BidLow",
+        "BidClose",
+        "LastBidSize",
+        "AskOpen",
+        "AskHigh",
+        "AskLow",
+        "AskClose",
+        "LastAskSize",
+    )
+    price_kind = _DEC if fx else _INT
+    columns = tuple((n, _INT if n == "Time" or n.endswith("Size") else price_kind) for n in names)
+    member, raw, ints, floats = _parse(path, columns)
+    _check_times(path, member, raw, ints[:, 0])
+    ts = _utc_ns(day, dt.UTC if fx else EQUITY_TIME_ZONE, ints[:, 0]) + _MINUTE_NS
+    sides = []
+    for first in (1, 6):
+        out = np.zeros(len(ints), dtype=BAR_DTYPE)
+        out["ts_event"] = ts
+        out["ts_init"] = ts
+        out["instrument"] = instrument
+        out["interval_ns"] = _MINUTE_NS
+        for j, col in enumerate(("open", "high", "low", "close")):
+            out[col] = floats[:, first + j] if fx else ints[:, first + j] / EQUITY_PRICE_SCALE
+        sides.append(out)
+    return sides[0], sides[1]
+
+
+def _csv_rows(path: Path, n_fields: int) -> list[tuple[int, list[str]]]:
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    rows: list[tuple[int, list[str]]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split(",")
+        if len(fields) != n_fields:
+            raise DataError(
+                f"{path} line {lineno}: expected {n_fields} fields, found {len(fields)}: "
+                f"{line[:200]!r}"
+            )
+        rows.append((lineno, fields))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _yyyymmdd(path: Path, lineno: int, text: str) -> dt.date:
+    try:
+        if len(text) != 8 or not text.isdigit():
+            raise ValueError("not YYYYMMDD")
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError as exc:
+        raise DataError(f"{path} line {lineno}: date {text!r}: {exc}") from None
+
+
+def read_factor_file(path: str | Path) -> list[FactorRow]:
+    """Read a Lean factor file: ``date,price_factor,split_factor,reference_price`` per row
+    (see :mod:`engine.corporate_actions` for what they mean and how to apply them)."""
+    path = Path(path)
+    out: list[FactorRow] = []
+    for lineno, fields in _csv_rows(path, 4):
+        day = _yyyymmdd(path, lineno, fields[0])
+        try:
+            pf, sf, ref = (float(x) for x in fields[1:])
+        except ValueError as exc:
+            raise DataError(f"{path} line {lineno}: {exc}") from None
+        if not (pf > 0 and sf > 0):
+            raise DataError(f"{path} line {lineno}: factors must be positive: {fields}")
+        if out and day <= out[-1].date:
+            raise DataError(f"{path} line {lineno}: date {day} is not after {out[-1].date}")
+        out.append(FactorRow(date=day, price_factor=pf, split_factor=sf, reference_price=ref))
+    return out
+
+
+def read_map_file(path: str | Path) -> list[MapRow]:
+    """Read a Lean map file: ``date,ticker_in_use_until_that_date,exchange_code`` per row."""
+    path = Path(path)
+    out: list[MapRow] = []
+    for lineno, fields in _csv_rows(path, 3):
+        day = _yyyymmdd(path, lineno, fields[0])
+        if not fields[1]:
+            raise DataError(f"{path} line {lineno}: empty ticker")
+        if out and day <= out[-1].date:
+            raise DataError(f"{path} line {lineno}: date {day} is not after {out[-1].date}")
+        out.append(MapRow(date=day, ticker=fields[1].upper(), exchange=fields[2]))
     return out

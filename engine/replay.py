@@ -33,6 +33,7 @@ __all__ = [
     "ChunkedQuoteSource",
     "ReplayScheduler",
     "merge_quote_files",
+    "merge_tick_arrays",
 ]
 
 Preview = Callable[[QuoteArray], tuple[np.ndarray, int]]
@@ -89,6 +90,17 @@ def merge_quote_files(
     Each input is ``(array, instrument_index)``; the ``instrument`` column of the output
     is set to that index. Ties in time keep input order, then row order.
     """
+    return merge_tick_arrays(inputs, chunk_rows, QUOTE_DTYPE)
+
+
+def merge_tick_arrays(
+    inputs: Sequence[tuple[np.ndarray, int]], chunk_rows: int, dtype: np.dtype[Any]
+) -> Iterator[np.ndarray]:
+    """:func:`merge_quote_files` for arrays of any tick or bar dtype with ``ts_event`` and
+    ``instrument`` columns (quotes, trades, bars); every input must have ``dtype``."""
+    for arr, _ in inputs:
+        if arr.dtype != dtype:
+            raise TypeError(f"cannot merge dtype {arr.dtype} into {dtype}")
     positions = [0] * len(inputs)
     while True:
         live = [i for i, (arr, _) in enumerate(inputs) if positions[i] < len(arr)]
@@ -97,7 +109,7 @@ def merge_quote_files(
         if len(live) == 1:
             i = live[0]
             arr, inst = inputs[i]
-            out = np.array(arr[positions[i] : positions[i] + chunk_rows], dtype=QUOTE_DTYPE)
+            out = np.array(arr[positions[i] : positions[i] + chunk_rows], dtype=dtype)
             out["instrument"] = inst
             positions[i] += len(out)
             yield out
@@ -110,7 +122,7 @@ def merge_quote_files(
         parts = []
         for i, head in heads:
             take = int(np.searchsorted(head["ts_event"], horizon, side="right"))
-            part = np.array(head[:take], dtype=QUOTE_DTYPE)
+            part = np.array(head[:take], dtype=dtype)
             part["instrument"] = inputs[i][1]
             positions[i] += take
             parts.append(part)
@@ -119,7 +131,12 @@ def merge_quote_files(
 
 
 class ReplayScheduler:
-    """Drives a replay: releases ticks and timers into the system whenever it is quiet."""
+    """Drives a replay: releases ticks and timers into the system whenever it is quiet.
+
+    ``on_progress(ticks_released)``, if given, is called after the first batch and then
+    whenever another ``progress_every`` ticks have been released (a progress bar's hook;
+    it must not act on the system, and the scheduler itself never looks at real time).
+    """
 
     def __init__(
         self,
@@ -134,6 +151,8 @@ class ReplayScheduler:
         batch_size: int = 16_384,
         per_tick: bool = False,
         dispatcher: InlineDispatcher | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        progress_every: int = 16_384,
     ) -> None:
         self.clock = clock
         self.quiescence = quiescence
@@ -148,6 +167,8 @@ class ReplayScheduler:
         self.ticks_released = 0
         self.batches_released = 0
         self.timers_fired = 0
+        self.on_progress = on_progress
+        self.progress_every = max(1, progress_every)
 
     def _cut(self, window: QuoteArray) -> int:
         """How many ticks of ``window`` to release now (see the module docstring).
@@ -208,6 +229,8 @@ class ReplayScheduler:
         feed = self.feed
         publish = getattr(feed, "publish", None)
         ids = self.instrument_ids
+        on_progress = self.on_progress
+        progress_at = 1 if on_progress is not None else 2**63 - 1
         dispatcher = self.dispatcher
         while True:
             if dispatcher is not None:
@@ -228,6 +251,9 @@ class ReplayScheduler:
             clock.set_time(ts)
             self.ticks_released += n
             self.batches_released += 1
+            if self.ticks_released >= progress_at and on_progress is not None:
+                progress_at = self.ticks_released + self.progress_every
+                on_progress(self.ticks_released)
             msg = QuoteBatch(data=batch, instrument_ids=ids, ts_event=ts, ts_init=ts)
             if publish is None:
                 feed.inbox.put_nowait(msg)

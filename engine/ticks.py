@@ -22,12 +22,18 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BAR_DTYPE",
+    "DAILY_NS",
     "QUOTE_DTYPE",
     "TRADE_DTYPE",
+    "BarArray",
     "QuoteArray",
     "TradeArray",
+    "empty_bars",
     "empty_quotes",
+    "open_bars",
     "open_quotes",
+    "save_bars",
     "save_ticks",
 ]
 
@@ -43,7 +49,7 @@ QUOTE_DTYPE = np.dtype(
         ("ask_size", np.float64),
     ]
 )
-"""Top of book: best bid and ask with their displayed sizes (48 bytes a row)."""
+"""Top of book: best bid and ask with their displayed sizes (56 bytes a row)."""
 
 TRADE_DTYPE = np.dtype(
     [
@@ -57,13 +63,54 @@ TRADE_DTYPE = np.dtype(
 )
 """A print on the tape. ``aggressor`` is the side that crossed the spread."""
 
+BAR_DTYPE = np.dtype(
+    [
+        ("ts_event", np.int64),  # the bar's *close* time: when its last tick could be known
+        ("ts_init", np.int64),
+        ("instrument", np.uint32),
+        ("interval_ns", np.int64),  # bar length in ns; 0 for volume bars; DAILY_NS for daily
+        ("open", np.float64),
+        ("high", np.float64),
+        ("low", np.float64),
+        ("close", np.float64),
+        ("volume", np.float64),
+    ]
+)
+"""An OHLCV bar (68 bytes a row). ``ts_event`` is the bar's close time, so a replay releases
+a bar only once all of it could have been seen; the bar covers ``[ts_event - interval_ns,
+ts_event)`` for time bars. ``volume`` is in the instrument's quantity unit."""
+
+DAILY_NS = 86_400_000_000_000
+"""``interval_ns`` of a daily bar (a session, whatever its length)."""
+
 QuoteArray = npt.NDArray[np.void]
 TradeArray = npt.NDArray[np.void]
+BarArray = npt.NDArray[np.void]
 
 
 def empty_quotes(n: int = 0) -> QuoteArray:
     """A zero-filled quote array of ``n`` rows."""
     return np.zeros(n, dtype=QUOTE_DTYPE)
+
+
+def empty_bars(n: int = 0) -> BarArray:
+    """A zero-filled bar array of ``n`` rows."""
+    return np.zeros(n, dtype=BAR_DTYPE)
+
+
+def save_bars(path: str | Path, bars: BarArray) -> None:
+    """Write bars to a ``.npy`` file of ``BAR_DTYPE``."""
+    if bars.dtype != BAR_DTYPE:
+        raise ValueError(f"not a bar array: dtype {bars.dtype}")
+    np.save(Path(path), bars, allow_pickle=False)
+
+
+def open_bars(path: str | Path) -> BarArray:
+    """Memory-map a bar file written by :func:`save_bars`."""
+    arr = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    if arr.dtype != BAR_DTYPE:
+        raise ValueError(f"{path}: expected bars, found dtype {arr.dtype}")
+    return arr  # type: ignore[no-any-return]
 
 
 def save_ticks(path: str | Path, ticks: npt.NDArray[np.void]) -> None:
