@@ -1,32 +1,77 @@
 """The simulated exchange: fills our orders against replayed (or live) quotes.
 
-Orders and cancels arrive after the configured latency, applied on the clock (a
-timer), so a backtest sees the market move while an order travels. Matching and
-commission are :class:`engine.matching.SimulatedVenue`.
+Orders and cancels reach the matching engine after their latencies, applied on the clock
+(timers), so a backtest sees the market move while an order travels:
+
+- ``latency_ms``: router to matching engine for a new order;
+- ``cancel_latency_ms``: the same for a cancel (default: ``latency_ms``);
+- ``market_data_latency_ms``: how late the strategy saw the quote it reacted to. The
+  venue runs on the true market, so an order arrives this much later again.
+
+DAY orders expire at ``day_close`` (``HH:MM`` in ``timezone``). Matching, displayed size,
+stops, time in force and costs are :class:`engine.matching.SimulatedVenue`.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.actor import Actor, ActorConfig
-from engine.matching import SimulatedVenue, VenueCosts, warm_up
-from engine.messages import CancelOrder, Message, OrderRequest, QuoteBatch, QuoteTick, TimerFired
+from engine.matching import MarketImpact, SimulatedVenue, VenueCosts, warm_up
+from engine.messages import (
+    CancelOrder,
+    Message,
+    OrderRequest,
+    QuoteBatch,
+    QuoteTick,
+    TimeInForce,
+    TimerFired,
+)
 
 __all__ = ["SimExchange", "SimExchangeConfig"]
 
+_EXPIRE = "day-close"
+
 
 class SimExchangeConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``latency_ms``: time from the router to the matching engine, for orders and cancels."""
+    """Latencies in milliseconds; ``costs`` is the commission schedule (see VenueCosts)."""
 
     venue: str = "SIM"
     latency_ms: float = 0.0
+    cancel_latency_ms: float | None = None
+    market_data_latency_ms: float = 0.0
+    day_close: str = "00:00"
+    timezone: str = "UTC"
     costs: VenueCosts = VenueCosts()
+    impact: dict[str, MarketImpact] = {}
+    """Market impact model per instrument id (none: no impact)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.latency_ms < 0:
-            raise ValueError("latency_ms must not be negative")
+        for name in ("latency_ms", "cancel_latency_ms", "market_data_latency_ms"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
+        try:
+            hour, minute = (int(p) for p in self.day_close.split(":"))
+        except ValueError:
+            raise ValueError(f"day_close must be HH:MM, got {self.day_close!r}") from None
+        if not (0 <= hour < 24 and 0 <= minute < 60):
+            raise ValueError(f"day_close must be HH:MM, got {self.day_close!r}")
+        for instrument_id in self.impact:
+            if "." not in instrument_id:
+                raise ValueError(
+                    f"impact is keyed by instrument id (SYMBOL.VENUE), got {instrument_id!r}"
+                )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+
+
+def _ns(ms: float) -> int:
+    return round(ms * 1_000_000)
 
 
 class SimExchange(Actor[SimExchangeConfig]):
@@ -34,17 +79,32 @@ class SimExchange(Actor[SimExchangeConfig]):
     outputs: ClassVar[tuple[str, ...]] = ("events",)
 
     def on_start(self) -> None:
+        cfg = self.config
         if getattr(self, "venue", None) is None:
+            # kept across restarts: the venue's working orders are the exchange's, not ours
             self.venue = SimulatedVenue(
-                self.config.venue,
+                cfg.venue,
                 self.ctx.instruments,
-                self.config.costs,
+                cfg.costs,
                 self.ctx.account.currency,
                 self._emit_event,
+                day_close=cfg.day_close,
+                timezone=cfg.timezone,
+                impact=cfg.impact,
             )
             warm_up()
-        self.latency_ns = round(self.config.latency_ms * 1_000_000)
-        self._arrivals = 0
+        self.order_latency_ns = _ns(cfg.latency_ms) + _ns(cfg.market_data_latency_ms)
+        cancel = cfg.latency_ms if cfg.cancel_latency_ms is None else cfg.cancel_latency_ms
+        self.cancel_latency_ns = _ns(cancel)
+        self._expiry_timer: int | None = None
+        # A restart cancels our timers, but orders on their way to the venue and DAY
+        # orders in it are the exchange's, not ours: they must still arrive and expire.
+        if getattr(self, "in_flight", None) is None:
+            self.in_flight: dict[str, tuple[int, OrderRequest | CancelOrder, float]] = {}
+            self._arrivals = 0
+        for name, (due, msg, mid) in sorted(self.in_flight.items(), key=lambda kv: kv[1][0]):
+            self.timer_at(due, name, (msg, mid), drain=True)
+        self._arm_expiry()
 
     def _emit_event(self, event: Message) -> None:
         self.emit("events", event)
@@ -53,36 +113,72 @@ class SimExchange(Actor[SimExchangeConfig]):
         venue = self.venue
         match msg:
             case QuoteBatch(data=data):
-                venue.on_quote_batch(data["instrument"], data["bid"], data["ask"], data["ts_event"])
+                venue.on_quote_batch(
+                    data["instrument"],
+                    data["bid"],
+                    data["ask"],
+                    data["ts_event"],
+                    data["bid_size"],
+                    data["ask_size"],
+                )
             case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask, ts_event=ts):
                 if inst_id in self.ctx.instruments:
-                    venue.on_quote(self.ctx.instruments.index(inst_id), bid, ask, ts)
-            case OrderRequest() | CancelOrder():
-                if self.latency_ns:
-                    self._arrivals += 1
-                    self.timer_at(
-                        self.clock.now() + self.latency_ns,
-                        f"arrive-{self._arrivals}",
-                        msg,
-                        drain=True,
+                    venue.on_quote(
+                        self.ctx.instruments.index(inst_id),
+                        bid,
+                        ask,
+                        ts,
+                        msg.bid_size,
+                        msg.ask_size,
                     )
+            case OrderRequest(instrument_id=inst_id):
+                decision_mid = (
+                    venue.mid(self.ctx.instruments.index(inst_id))
+                    if inst_id in self.ctx.instruments
+                    else float("nan")
+                )
+                self._send(msg, decision_mid, self.order_latency_ns)
+            case CancelOrder():
+                self._send(msg, float("nan"), self.cancel_latency_ns)
+            case TimerFired(name=name, payload=payload):
+                if name == _EXPIRE:
+                    self._expiry_timer = None
+                    venue.expire_day_orders(self.clock.now())
                 else:
-                    self._arrive(msg)
-            case TimerFired(payload=payload):
-                self._arrive(payload)
+                    self.in_flight.pop(name, None)
+                    self._arrive(*payload)
+                self._arm_expiry()
             case _:
                 pass
 
-    def _arrive(self, msg: Any) -> None:
+    def _send(self, msg: OrderRequest | CancelOrder, decision_mid: float, latency_ns: int) -> None:
+        if latency_ns:
+            self._arrivals += 1
+            name = f"arrive-{self._arrivals}"
+            due = self.clock.now() + latency_ns
+            self.in_flight[name] = (due, msg, decision_mid)
+            self.timer_at(due, name, (msg, decision_mid), drain=True)
+        else:
+            self._arrive(msg, decision_mid)
+
+    def _arrive(self, msg: OrderRequest | CancelOrder, decision_mid: float) -> None:
         now = self.clock.now()
         if isinstance(msg, OrderRequest):
-            self.venue.submit(msg, now)
-        elif isinstance(msg, CancelOrder):
-            self.venue.cancel(msg.client_order_id, now)
+            self.venue.submit(msg, now, decision_mid)
+            if msg.time_in_force is TimeInForce.DAY:
+                self._arm_expiry()
+        else:
+            self.venue.cancel(msg, now)
+
+    def _arm_expiry(self) -> None:
+        due = self.venue.next_expiry()
+        if due is not None and due != self._expiry_timer:
+            self._expiry_timer = due
+            self.timer_at(due, _EXPIRE)
 
     @property
     def may_act_on_market_data(self) -> bool:
-        return bool(self.venue.resting)
+        return bool(self.venue.working)
 
     def scan_batch(self, batch: Any, instrument_ids: tuple[str, ...]) -> int:
         return self.venue.scan(batch["instrument"], batch["bid"], batch["ask"])

@@ -16,6 +16,7 @@ from engine.messages import (
     Message,
     OrderAccepted,
     OrderCancelled,
+    OrderCancelRejected,
     OrderDenied,
     OrderExpired,
     OrderFilled,
@@ -33,8 +34,9 @@ _COUNTED: dict[type, str] = {
     OrderAccepted: "accepted",
     OrderRejected: "rejected",
     OrderPartiallyFilled: "fills",
-    OrderFilled: "fills",
+    OrderFilled: "filled",
     OrderCancelled: "cancelled",
+    OrderCancelRejected: "cancel_rejected",
     OrderExpired: "expired",
 }
 
@@ -46,6 +48,8 @@ class EventDigest:
         self._hash = hashlib.sha256()
         self._encoder = msgspec.msgpack.Encoder()
         self.counts: dict[str, int] = dict.fromkeys(_COUNTED.values(), 0)
+        """orders, cancels, denied, accepted, rejected, fills (every execution), filled
+        (orders completed), cancelled, expired."""
         self.events = 0
 
     def add(self, msg: Message) -> bool:
@@ -54,6 +58,8 @@ class EventDigest:
         if name is None:
             return False
         self.counts[name] += 1
+        if name == "filled":  # a completing fill is an execution too
+            self.counts["fills"] += 1
         self.events += 1
         self._hash.update(self._encoder.encode(msg))
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator
 
@@ -10,6 +11,11 @@ import msgspec
 __all__ = ["AssetClass", "Instrument", "InstrumentTable"]
 
 AssetClass = str  # "equity", "fx", "crypto", "future", "option", "fixed_income", "commodity"
+
+
+@functools.lru_cache(maxsize=256)
+def _decimals(increment: float) -> int:
+    return max(0, -math.floor(math.log10(increment) + 1e-9))
 
 
 class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -28,6 +34,10 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     size_increment: float = 1.0
     multiplier: float = 1.0
     base_currency: str | None = None
+    region: str | None = None
+    """Where the instrument trades or is domiciled, for attribution in reports
+    (``"US"``, ``"EU"``, ``"APAC"``, ...; free text, one label per region). None: unknown,
+    and a report then leaves the region out."""
 
     def __post_init__(self) -> None:
         if "." not in self.id:
@@ -48,7 +58,19 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     @property
     def price_precision(self) -> int:
         """Decimal places of the price increment (5 for 0.00001)."""
-        return max(0, -math.floor(math.log10(self.price_increment) + 1e-9))
+        return _decimals(self.price_increment)
+
+    @property
+    def size_precision(self) -> int:
+        """Decimal places of the size increment (5 for 0.00001)."""
+        return _decimals(self.size_increment)
+
+    def round_size(self, quantity: float) -> float:
+        """Round to the nearest size increment (lot), so sums of partial fills do not
+        leave dust like 1e-17 where nothing is left."""
+        return round(
+            round(quantity / self.size_increment) * self.size_increment, self.size_precision
+        )
 
     def round_price(self, price: float) -> float:
         """Round to the nearest price increment, as a float with the increment's decimals."""

@@ -1,32 +1,59 @@
-"""The simulated venue's matching, as pure code.
+"""The simulated venue's matching, as pure code: our orders against replayed top of book.
 
-- A market order fills in full at the touch: buys at the ask, sells at the bid.
-- A limit order that is marketable on arrival fills at the touch (taker); otherwise it
-  rests and fills at its limit price (maker) on the first quote that crosses it: a buy
-  when the ask is at or below the limit, a sell when the bid is at or above it.
-- IOC and FOK limit orders that are not marketable on arrival expire at once.
-- Commission is ``rate * notional``, rounded to cents, taker and maker rates separate.
+Fills
+- An order that can trade on arrival is a taker and trades at the touch (buys at the ask,
+  sells at the bid) for at most the **displayed size**; several orders on one quote share
+  it. A displayed size of 0 means the source does not publish sizes (Oanda FX): unlimited.
+- What a market order could not take keeps working and trades against the following
+  quotes at their prices and sizes (it walks the book over time, as far as top-of-book
+  data can show). A limit order's remainder rests at its limit.
+- A resting limit order fills at its own price (maker) on a quote that crosses it: a buy
+  when the ask is at or below the limit, a sell when the bid is at or above it, for at
+  most the size displayed on that side.
+- Stops: a buy stop triggers when the ask reaches the stop price, a sell stop when the bid
+  does; it then works as a market order (STOP) or a limit order (STOP_LIMIT) that has just
+  arrived.
 
-Stop orders and DAY orders need more of the venue than this (a stop trigger model, a
-trading calendar) and are rejected with a reason saying so.
+Time in force
+- GTC works until filled or cancelled. DAY expires at the venue's session close
+  (``day_close`` in ``timezone``), through a timer the venue's actor sets.
+- IOC trades what it can on arrival and expires the rest; FOK trades in full on arrival or
+  expires untouched.
+
+Costs, each reported on the fill (account currency, positive is a cost)
+- commission: a schedule per instrument or asset class: a rate on notional (taker and
+  maker), a fee per unit (share or contract), a minimum and a maximum per fill, rounded;
+- spread: what the fill paid away from the mid (half the spread for a taker, against the
+  book it hit; negative for a maker, who earns it, against the book it rested in);
+- slippage: how far the mid moved between the decision (the order reaching the venue's
+  gateway) and the fill, against the order;
+- impact: what the order's own trading cost it, where a :class:`MarketImpact` model is
+  configured for the instrument: square-root temporary impact on this fill and the
+  permanent impact of earlier fills still in the price. The replayed quotes do not show
+  our impact, so it is applied to our fill prices.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
 from numba import njit
 
-from engine.instruments import InstrumentTable
+from engine.instruments import Instrument, InstrumentTable
 from engine.messages import (
+    CancelOrder,
     Message,
     OrderAccepted,
     OrderCancelled,
+    OrderCancelRejected,
     OrderExpired,
     OrderFilled,
+    OrderPartiallyFilled,
     OrderRejected,
     OrderRequest,
     OrderType,
@@ -35,27 +62,147 @@ from engine.messages import (
 )
 from engine.ticks import QUOTE_DTYPE
 
-__all__ = ["SimulatedVenue", "VenueCosts", "warm_up"]
+__all__ = [
+    "CommissionSchedule",
+    "MarketImpact",
+    "SimulatedVenue",
+    "VenueCosts",
+    "next_session_close",
+    "warm_up",
+]
 
 
-class VenueCosts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Commission as a fraction of notional (0.0001 is 1 basis point)."""
+class CommissionSchedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Commission of one fill: ``taker_rate`` (or ``maker_rate``) times notional plus
+    ``per_unit`` times quantity (per share, per contract), then at least ``minimum`` and at
+    most ``maximum_rate`` times notional, rounded to ``rounding`` (cents). A negative
+    ``maker_rate`` is a rebate (paid to us; no minimum applies)."""
 
     taker_rate: float = 0.0
     maker_rate: float | None = None  # None: same as taker
-    rounding: float = 0.01  # commissions are rounded to this (cents)
+    per_unit: float = 0.0
+    minimum: float = 0.0
+    maximum_rate: float | None = None
+    rounding: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("taker_rate", "per_unit", "minimum", "rounding"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def commission(self, notional: float, quantity: float, *, maker: bool) -> float:
+        rate = self.maker_rate if (maker and self.maker_rate is not None) else self.taker_rate
+        fee = notional * rate + quantity * self.per_unit
+        if 0.0 <= fee < self.minimum:  # a negative fee is a rebate: no minimum applies
+            fee = self.minimum
+        if self.maximum_rate is not None and fee > notional * self.maximum_rate:
+            fee = notional * self.maximum_rate
+        step = self.rounding
+        if step == 0.01:
+            return round(fee, 2)
+        if step <= 0:
+            return fee
+        return round(round(fee / step) * step, 10)
 
 
-class _Resting:
-    __slots__ = ("instrument", "order", "price", "venue_order_id")
+class VenueCosts(CommissionSchedule, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The venue's default commission schedule, with overrides by asset class and by
+    instrument id (the instrument's own wins)."""
+
+    by_asset_class: dict[str, CommissionSchedule] = {}
+    by_instrument: dict[str, CommissionSchedule] = {}
+
+    def schedule_for(self, instrument: Instrument) -> CommissionSchedule:
+        own = self.by_instrument.get(instrument.id)
+        if own is not None:
+            return own
+        return self.by_asset_class.get(instrument.asset_class, self)
+
+
+class MarketImpact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Square-root market impact (Almgren-Chriss) of a taker fill of ``q`` units.
+
+    ``daily_volatility`` is a fraction (0.02 is 2 %), ``daily_volume`` the average daily
+    volume in units. The temporary part moves this fill's own price against it by
+    ``eta * daily_volatility * sqrt(q / daily_volume)`` of the price; the permanent part
+    moves the price of every later fill in the same instrument by ``gamma *
+    daily_volatility * q / daily_volume`` of the price (signed by the direction traded),
+    halving every ``permanent_half_life_s`` of data time if one is set. Passive (maker)
+    fills have none.
+    """
+
+    daily_volume: float
+    daily_volatility: float
+    eta: float = 0.1
+    gamma: float = 0.0
+    permanent_half_life_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.daily_volume > 0:
+            raise ValueError("daily_volume must be positive")
+        for name in ("daily_volatility", "eta", "gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.permanent_half_life_s is not None and not self.permanent_half_life_s > 0:
+            raise ValueError("permanent_half_life_s must be positive")
+
+    def temporary(self, quantity: float) -> float:
+        """Fraction of the price this fill pays for its own impact."""
+        return self.eta * self.daily_volatility * math.sqrt(quantity / self.daily_volume)
+
+    def permanent(self, quantity: float) -> float:
+        """Fraction of the price the market moves for good after this fill."""
+        return self.gamma * self.daily_volatility * quantity / self.daily_volume
+
+
+def next_session_close(ts: int, close: str, timezone: str) -> int:
+    """The first session close (``HH:MM`` local time in ``timezone``) after ``ts`` (ns)."""
+    zone = ZoneInfo(timezone)
+    hour, minute = (int(part) for part in close.split(":"))
+    local = dt.datetime.fromtimestamp(ts / 1e9, tz=zone)
+    candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate.timestamp() * 1e9 <= ts:
+        day = local.date() + dt.timedelta(days=1)
+        candidate = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+    return int(candidate.timestamp()) * 1_000_000_000
+
+
+class _Working:
+    """One order at the venue and what is left of it."""
+
+    __slots__ = (
+        "decision_mid",
+        "expire_ts",
+        "instrument",
+        "is_buy",
+        "leaves",
+        "limit",
+        "maker",
+        "order",
+        "stop",
+        "venue_order_id",
+    )
 
     def __init__(
-        self, order: OrderRequest, instrument: int, price: float, venue_order_id: str
+        self, order: OrderRequest, instrument: int, venue_order_id: str, decision_mid: float
     ) -> None:
         self.order = order
         self.instrument = instrument
-        self.price = price
         self.venue_order_id = venue_order_id
+        self.is_buy = order.side is Side.BUY
+        self.leaves = order.quantity
+        # a market order (or a triggered stop) trades at any price
+        if order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            assert order.limit_price is not None
+            self.limit = order.limit_price
+        else:
+            self.limit = math.inf if self.is_buy else -math.inf
+        self.stop = (
+            order.stop_price if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None
+        )
+        self.maker = False  # resting: fills at its own price
+        self.expire_ts: int | None = None
+        self.decision_mid = decision_mid
 
 
 class SimulatedVenue:
@@ -68,125 +215,254 @@ class SimulatedVenue:
         costs: VenueCosts,
         currency: str,
         emit: Callable[[Message], None],
+        *,
+        day_close: str = "00:00",
+        timezone: str = "UTC",
+        impact: dict[str, MarketImpact] | None = None,
     ) -> None:
         self.name = name
         self.instruments = instruments
         self.costs = costs
         self.currency = currency
         self.emit = emit
+        self.day_close = day_close
+        self.timezone = timezone
         n = len(instruments)
-        self.bid = np.full(n, np.nan)
-        self.ask = np.full(n, np.nan)
-        self.resting: dict[str, _Resting] = {}
-        # per instrument: best resting buy limit (highest) and sell limit (lowest)
-        self.best_buy = np.full(n, -np.inf)
-        self.best_sell = np.full(n, np.inf)
+        # the book per instrument, as Python floats: read on every order
+        self.bid = [math.nan] * n
+        self.ask = [math.nan] * n
+        self.bid_size = [0.0] * n
+        self.ask_size = [0.0] * n
+        self.prev_mid = [math.nan] * n  # the book before the latest quote, per instrument
+        self.working: dict[str, _Working] = {}
+        self.impact: list[MarketImpact | None] = [
+            (impact or {}).get(inst.id) for inst in instruments
+        ]
+        # permanent impact still in the price (a signed fraction) and when it last decayed
+        self.permanent = [0.0] * n
+        self.permanent_ts = [0] * n
+        # per instrument, for the look-ahead: the highest price a working buy would pay,
+        # the lowest a sell would take, the lowest untriggered buy stop, the highest sell stop
+        self.buy_cross = np.full(n, -np.inf)
+        self.sell_cross = np.full(n, np.inf)
+        self.buy_stop = np.full(n, np.inf)
+        self.sell_stop = np.full(n, -np.inf)
         self._order_seq = 0
         self._trade_seq = 0
         self.now = 0
 
+    @property
+    def resting(self) -> dict[str, _Working]:
+        """Working orders (resting limits, market remainders, untriggered stops)."""
+        return self.working
+
     # --- market data ---------------------------------------------------------------------
 
-    def on_quote(self, instrument: int, bid: float, ask: float, ts: int) -> None:
+    def on_quote(
+        self,
+        instrument: int,
+        bid: float,
+        ask: float,
+        ts: int,
+        bid_size: float = 0.0,
+        ask_size: float = 0.0,
+    ) -> None:
         self.now = ts
+        self.prev_mid[instrument] = (self.bid[instrument] + self.ask[instrument]) * 0.5
         self.bid[instrument] = bid
         self.ask[instrument] = ask
-        if bid < self.best_sell[instrument] and ask > self.best_buy[instrument]:
+        self.bid_size[instrument] = bid_size
+        self.ask_size[instrument] = ask_size
+        if (
+            ask > self.buy_cross[instrument]
+            and bid < self.sell_cross[instrument]
+            and ask < self.buy_stop[instrument]
+            and bid > self.sell_stop[instrument]
+        ):
             return
-        self._match_resting(instrument, ts)
+        self._match(instrument, ts)
 
     def on_quote_batch(
-        self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray, ts: np.ndarray
+        self,
+        instrument_col: np.ndarray,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        ts: np.ndarray,
+        bid_size: np.ndarray,
+        ask_size: np.ndarray,
     ) -> None:
-        """Ticks in order; resting orders are matched at the tick that crosses them."""
-        start = 0
+        """Ticks in order, exactly as :meth:`on_quote` one at a time: quotes that reach no
+        working order only update the book; the ones that do are matched."""
         n = len(bid)
-        while start < n and self.resting:
+        start = 0
+        while start < n and self.working:
             k = self.scan(instrument_col, bid, ask, start)
             if k >= n:
                 break
-            self.on_quote(int(instrument_col[k]), float(bid[k]), float(ask[k]), int(ts[k]))
+            self._set_quotes(instrument_col, bid, ask, bid_size, ask_size, start, k)
+            self.on_quote(
+                int(instrument_col[k]),
+                float(bid[k]),
+                float(ask[k]),
+                int(ts[k]),
+                float(bid_size[k]),
+                float(ask_size[k]),
+            )
             start = k + 1
-        if n:
+        if start < n:
+            self._set_quotes(instrument_col, bid, ask, bid_size, ask_size, start, n)
             self.now = int(ts[-1])
-            if len(self.bid) == 1:
-                self.bid[0] = bid[-1]
-                self.ask[0] = ask[-1]
-            else:
-                _last_quotes(instrument_col, bid, ask, self.bid, self.ask)
+
+    def _set_quotes(
+        self,
+        instrument_col: np.ndarray,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        bid_size: np.ndarray,
+        ask_size: np.ndarray,
+        start: int,
+        end: int,
+    ) -> None:
+        """The last quote of each instrument among rows ``start:end`` becomes its book."""
+        if end <= start:
+            return
+        if len(self.bid) == 1:
+            last = end - 1
+            self.bid[0] = float(bid[last])
+            self.ask[0] = float(ask[last])
+            self.bid_size[0] = float(bid_size[last])
+            self.ask_size[0] = float(ask_size[last])
+            return
+        # the last row of each instrument in the range
+        seen, first = np.unique(instrument_col[start:end][::-1], return_index=True)
+        for inst, row in zip(seen.tolist(), (end - 1 - first).tolist(), strict=True):
+            self.bid[inst] = float(bid[row])
+            self.ask[inst] = float(ask[row])
+            self.bid_size[inst] = float(bid_size[row])
+            self.ask_size[inst] = float(ask_size[row])
 
     def scan(
         self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray, start: int = 0
     ) -> int:
-        """Index of the first tick (from ``start``) that fills a resting order, else len."""
-        if not self.resting:
+        """Index of the first tick (from ``start``) at which a working order trades or a
+        stop triggers, else ``len(bid)``."""
+        if not self.working:
             return len(bid)
-        return int(_first_cross(instrument_col, bid, ask, self.best_buy, self.best_sell, start))
+        return int(
+            _first_cross(
+                instrument_col,
+                bid,
+                ask,
+                self.buy_cross,
+                self.sell_cross,
+                self.buy_stop,
+                self.sell_stop,
+                start,
+            )
+        )
 
     # --- orders --------------------------------------------------------------------------
 
-    def submit(self, order: OrderRequest, ts: int) -> None:
+    def mid(self, instrument: int) -> float:
+        return (self.bid[instrument] + self.ask[instrument]) * 0.5
+
+    def submit(self, order: OrderRequest, ts: int, decision_mid: float | None = None) -> None:
+        """An order arrives at the matching engine at ``ts``. ``decision_mid`` is the mid
+        when it left the gateway (for slippage); default: the mid now."""
         self.now = ts
         inst_id = order.instrument_id
         if inst_id not in self.instruments:
             self._reject(order, ts, f"{self.name} does not list {inst_id}")
             return
+        if order.client_order_id in self.working:
+            self._reject(order, ts, f"duplicate client order id {order.client_order_id}")
+            return
         i = self.instruments.index(inst_id)
-        if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
-            self._reject(
-                order,
-                ts,
-                f"{order.order_type.value} orders are not supported by the simulated venue yet",
+        kind = order.order_type
+        if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not (
+            order.limit_price is not None and order.limit_price > 0
+        ):
+            self._reject(order, ts, f"a {kind.value} order needs a positive limit price")
+            return
+        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not (
+            order.stop_price is not None and order.stop_price > 0
+        ):
+            self._reject(order, ts, f"a {kind.value} order needs a positive stop price")
+            return
+        if kind is OrderType.MARKET and not math.isfinite(
+            self.ask[i] if order.side is Side.BUY else self.bid[i]
+        ):
+            self._reject(order, ts, f"no market in {inst_id} yet")
+            return
+        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and order.time_in_force in (
+            TimeInForce.IOC,
+            TimeInForce.FOK,
+        ):
+            self._reject(order, ts, f"{order.time_in_force.value} makes no sense for a stop order")
+            return
+        mid = self.mid(i) if decision_mid is None else decision_mid
+        self._order_seq += 1
+        w = _Working(order, i, f"{self.name}-{self._order_seq}", mid)
+        self.emit(
+            OrderAccepted(
+                client_order_id=order.client_order_id,
+                venue_order_id=w.venue_order_id,
+                strategy_id=order.strategy_id,
+                instrument_id=inst_id,
+                ts_event=ts,
+                ts_init=ts,
             )
-            return
-        if order.time_in_force is TimeInForce.DAY:
-            self._reject(
-                order,
-                ts,
-                "DAY orders need a trading calendar; the simulated venue takes GTC, IOC, FOK",
-            )
-            return
-        bid = float(self.bid[i])
-        ask = float(self.ask[i])
-        touch = ask if order.side is Side.BUY else bid
-        if order.order_type is OrderType.MARKET:
-            if not math.isfinite(touch):
-                self._reject(order, ts, f"no market in {inst_id} yet")
-                return
-            venue_id = self._accept(order, ts)
-            self._fill(order, venue_id, touch, ts, maker=False)
-            return
-        limit = order.limit_price
-        if limit is None or not limit > 0:
-            self._reject(order, ts, "a limit order needs a positive limit price")
-            return
-        marketable = math.isfinite(touch) and (
-            touch <= limit if order.side is Side.BUY else touch >= limit
         )
-        venue_id = self._accept(order, ts)
-        if marketable:
-            self._fill(order, venue_id, touch, ts, maker=False)
+        if order.time_in_force is TimeInForce.DAY:
+            w.expire_ts = next_session_close(ts, self.day_close, self.timezone)
+        if w.stop is not None and not self._triggered(w):
+            self._rest(w)
             return
-        if order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+        self._arrive(w, ts)
+
+    def _arrive(self, w: _Working, ts: int) -> None:
+        """An order that can trade now (new, or a stop just triggered)."""
+        order = w.order
+        tif = order.time_in_force
+        i = w.instrument
+        if w.is_buy:
+            touch, size = self.ask[i], self.ask_size[i]
+            marketable = touch <= w.limit  # False for NaN: no market
+        else:
+            touch, size = self.bid[i], self.bid_size[i]
+            marketable = touch >= w.limit
+        available = math.inf if size == 0.0 else max(size, 0.0)
+        if tif is TimeInForce.FOK and marketable and available < w.leaves:
+            self._expire(w, ts, "FOK: not enough displayed size to fill in full")
+            return
+        if marketable and available > 0:
+            self._trade(w, w.leaves if w.leaves <= available else available, touch, ts)
+        if w.leaves <= 0:
+            return
+        if tif is TimeInForce.IOC or tif is TimeInForce.FOK:
+            self._expire(w, ts, f"{tif.value}: the rest could not trade on arrival")
+            return
+        w.maker = order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        self._rest(w)
+
+    def cancel(self, request: CancelOrder, ts: int) -> bool:
+        """Cancel a working order; a cancel for one that is not working (filled, expired,
+        or not arrived yet) is answered with OrderCancelRejected."""
+        w = self.working.pop(request.client_order_id, None)
+        if w is None:
             self.emit(
-                OrderExpired(
-                    client_order_id=order.client_order_id,
-                    strategy_id=order.strategy_id,
-                    instrument_id=inst_id,
+                OrderCancelRejected(
+                    client_order_id=request.client_order_id,
+                    strategy_id=request.strategy_id,
+                    instrument_id=request.instrument_id,
+                    reason=f"{request.client_order_id} is not working at {self.name}",
                     ts_event=ts,
                     ts_init=ts,
                 )
             )
-            return
-        self.resting[order.client_order_id] = _Resting(order, i, limit, venue_id)
-        self._refresh_best(i)
-
-    def cancel(self, client_order_id: str, ts: int) -> bool:
-        rest = self.resting.pop(client_order_id, None)
-        if rest is None:
             return False
-        self._refresh_best(rest.instrument)
-        o = rest.order
+        self._refresh(w.instrument)
+        o = w.order
         self.emit(
             OrderCancelled(
                 client_order_id=o.client_order_id,
@@ -199,22 +475,151 @@ class SimulatedVenue:
         )
         return True
 
+    def expire_day_orders(self, ts: int) -> int:
+        """Expire DAY orders whose session has closed by ``ts``; return how many."""
+        due = [w for w in self.working.values() if w.expire_ts is not None and w.expire_ts <= ts]
+        for w in due:
+            self.working.pop(w.order.client_order_id, None)
+            self._expire(w, ts, "DAY order: the session closed")
+            self._refresh(w.instrument)
+        return len(due)
+
+    def next_expiry(self) -> int | None:
+        times = [w.expire_ts for w in self.working.values() if w.expire_ts is not None]
+        return min(times) if times else None
+
     # --- internals -----------------------------------------------------------------------
 
-    def _accept(self, order: OrderRequest, ts: int) -> str:
-        self._order_seq += 1
-        venue_id = f"{self.name}-{self._order_seq}"
+    def _touch(self, w: _Working) -> float:
+        return float(self.ask[w.instrument] if w.is_buy else self.bid[w.instrument])
+
+    def _available(self, w: _Working) -> float:
+        """Displayed size left on the side ``w`` takes: 0 published means unknown
+        (unlimited); taken down to nothing it is stored as -1 (none left on this quote)."""
+        size = float(self.ask_size[w.instrument] if w.is_buy else self.bid_size[w.instrument])
+        if size == 0.0:
+            return math.inf
+        return max(size, 0.0)
+
+    def _marketable(self, w: _Working) -> bool:
+        touch = self._touch(w)
+        if not math.isfinite(touch):
+            return False
+        return touch <= w.limit if w.is_buy else touch >= w.limit
+
+    def _triggered(self, w: _Working) -> bool:
+        assert w.stop is not None
+        i = w.instrument
+        if w.is_buy:
+            return bool(self.ask[i] >= w.stop)
+        return bool(self.bid[i] <= w.stop)
+
+    def _rest(self, w: _Working) -> None:
+        self.working[w.order.client_order_id] = w
+        self._refresh(w.instrument)
+
+    def _match(self, instrument: int, ts: int) -> None:
+        """A quote that reaches at least one working order of ``instrument``."""
+        candidates = [w for w in self.working.values() if w.instrument == instrument]
+        for w in candidates:
+            if w.stop is not None and self._triggered(w):
+                w.stop = None  # triggered: from now on a market or limit order
+                del self.working[w.order.client_order_id]
+                self._arrive(w, ts)
+                continue
+            if w.stop is not None or not self._marketable(w):
+                continue
+            available = self._available(w)
+            if available <= 0:
+                continue
+            price = w.limit if w.maker else self._touch(w)
+            self._trade(w, min(w.leaves, available), price, ts)
+            if w.leaves <= 0:
+                self.working.pop(w.order.client_order_id, None)
+        self._refresh(instrument)
+
+    def _trade(self, w: _Working, qty: float, price: float, ts: int) -> None:
+        order = w.order
+        i = w.instrument
+        inst = self.instruments.at(i)
+        if qty == w.leaves:
+            w.leaves = 0.0
+        else:  # a partial fill: keep quantities on the lot grid (no 0.008879999999999983)
+            qty = inst.round_size(qty)
+            w.leaves = max(0.0, inst.round_size(w.leaves - qty))
+        # the displayed size this fill took is gone for the next order on this quote
+        sizes = self.ask_size if w.is_buy else self.bid_size
+        if sizes[i] > 0:
+            sizes[i] = max(0.0, inst.round_size(sizes[i] - qty)) or -1.0
+        self._trade_seq += 1
+        sign = 1.0 if w.is_buy else -1.0
+        mult = inst.multiplier
+        # a taker is measured against the book it hit; a maker against the book it rested
+        # in (the quote that crossed it has already moved through its price)
+        mid = self.prev_mid[i] if w.maker else self.mid(i)
+        spread_cost = (price - mid) * sign * qty * mult if not math.isnan(mid) else 0.0
+        decision = w.decision_mid
+        slippage = (mid - decision) * sign * qty * mult if not math.isnan(decision) else 0.0
+        impact_cost = 0.0
+        model = self.impact[i]
+        if model is not None and not w.maker:
+            touch = price
+            price = self._impacted_price(w, inst, model, price, qty, ts)
+            impact_cost = (price - touch) * sign * qty * mult
+        notional = inst.notional(price, qty)
+        fill_type = OrderFilled if w.leaves <= 0 else OrderPartiallyFilled
         self.emit(
-            OrderAccepted(
+            fill_type(
                 client_order_id=order.client_order_id,
-                venue_order_id=venue_id,
+                venue_order_id=w.venue_order_id,
+                trade_id=f"{self.name}-T{self._trade_seq}",
                 strategy_id=order.strategy_id,
                 instrument_id=order.instrument_id,
+                side=order.side,
+                last_qty=qty,
+                last_px=price,
+                leaves_qty=w.leaves,
+                commission=self.costs.schedule_for(inst).commission(notional, qty, maker=w.maker),
+                commission_currency=self.currency,
+                liquidity="MAKER" if w.maker else "TAKER",
+                spread_cost=spread_cost,
+                slippage_cost=slippage,
+                impact_cost=impact_cost,
                 ts_event=ts,
                 ts_init=ts,
             )
         )
-        return venue_id
+
+    def _impacted_price(
+        self, w: _Working, inst: Instrument, model: MarketImpact, touch: float, qty: float, ts: int
+    ) -> float:
+        """The touch moved by the permanent impact still in the market and by this fill's
+        temporary impact, on the price grid, never past a limit order's limit."""
+        i = w.instrument
+        sign = 1.0 if w.is_buy else -1.0
+        if model.permanent_half_life_s is not None and self.permanent[i]:
+            elapsed_s = (ts - self.permanent_ts[i]) / 1e9
+            self.permanent[i] *= 0.5 ** (elapsed_s / model.permanent_half_life_s)
+        self.permanent_ts[i] = ts
+        moved = touch * (1.0 + self.permanent[i] + sign * model.temporary(qty))
+        self.permanent[i] += sign * model.permanent(qty)
+        price = inst.round_price(moved)
+        if w.is_buy:
+            return min(price, w.limit)
+        return max(price, w.limit)
+
+    def _expire(self, w: _Working, ts: int, reason: str) -> None:
+        o = w.order
+        self.emit(
+            OrderExpired(
+                client_order_id=o.client_order_id,
+                strategy_id=o.strategy_id,
+                instrument_id=o.instrument_id,
+                reason=reason,
+                ts_event=ts,
+                ts_init=ts,
+            )
+        )
 
     def _reject(self, order: OrderRequest, ts: int, reason: str) -> None:
         self.emit(
@@ -228,69 +633,25 @@ class SimulatedVenue:
             )
         )
 
-    def _commission(self, notional: float, maker: bool) -> float:
-        c = self.costs
-        rate = c.maker_rate if (maker and c.maker_rate is not None) else c.taker_rate
-        step = c.rounding
-        if step == 0.01:
-            return round(notional * rate, 2)
-        return round(round(notional * rate / step) * step, 10)
-
-    def _fill(
-        self, order: OrderRequest, venue_id: str, price: float, ts: int, *, maker: bool
-    ) -> None:
-        inst = self.instruments.get(order.instrument_id)
-        self._trade_seq += 1
-        notional = inst.notional(price, order.quantity)
-        self.emit(
-            OrderFilled(
-                client_order_id=order.client_order_id,
-                venue_order_id=venue_id,
-                trade_id=f"{self.name}-T{self._trade_seq}",
-                strategy_id=order.strategy_id,
-                instrument_id=order.instrument_id,
-                side=order.side,
-                last_qty=order.quantity,
-                last_px=price,
-                leaves_qty=0.0,
-                commission=self._commission(notional, maker),
-                commission_currency=self.currency,
-                liquidity="MAKER" if maker else "TAKER",
-                ts_event=ts,
-                ts_init=ts,
-            )
-        )
-
-    def _refresh_best(self, instrument: int) -> None:
-        buys = [
-            r.price
-            for r in self.resting.values()
-            if r.instrument == instrument and r.order.side is Side.BUY
-        ]
-        sells = [
-            r.price
-            for r in self.resting.values()
-            if r.instrument == instrument and r.order.side is Side.SELL
-        ]
-        self.best_buy[instrument] = max(buys) if buys else -np.inf
-        self.best_sell[instrument] = min(sells) if sells else np.inf
-
-    def _match_resting(self, instrument: int, ts: int) -> None:
-        bid = float(self.bid[instrument])
-        ask = float(self.ask[instrument])
-        crossed = [
-            r
-            for r in self.resting.values()
-            if r.instrument == instrument
-            and (
-                (r.order.side is Side.BUY and ask <= r.price)
-                or (r.order.side is Side.SELL and bid >= r.price)
-            )
-        ]
-        for r in crossed:  # in arrival order (dict order)
-            del self.resting[r.order.client_order_id]
-            self._fill(r.order, r.venue_order_id, r.price, ts, maker=True)
-        self._refresh_best(instrument)
+    def _refresh(self, instrument: int) -> None:
+        buy_cross, sell_cross = -math.inf, math.inf
+        buy_stop, sell_stop = math.inf, -math.inf
+        for w in self.working.values():
+            if w.instrument != instrument:
+                continue
+            if w.stop is not None:
+                if w.is_buy:
+                    buy_stop = min(buy_stop, w.stop)
+                else:
+                    sell_stop = max(sell_stop, w.stop)
+            elif w.is_buy:
+                buy_cross = max(buy_cross, w.limit)
+            else:
+                sell_cross = min(sell_cross, w.limit)
+        self.buy_cross[instrument] = buy_cross
+        self.sell_cross[instrument] = sell_cross
+        self.buy_stop[instrument] = buy_stop
+        self.sell_stop[instrument] = sell_stop
 
 
 @njit(cache=True, nogil=True)
@@ -298,37 +659,37 @@ def _first_cross(
     instrument_col: np.ndarray,
     bid: np.ndarray,
     ask: np.ndarray,
-    best_buy: np.ndarray,
-    best_sell: np.ndarray,
+    buy_cross: np.ndarray,
+    sell_cross: np.ndarray,
+    buy_stop: np.ndarray,
+    sell_stop: np.ndarray,
     start: int,
 ) -> int:  # pragma: no cover - compiled
     for t in range(start, bid.shape[0]):
         i = instrument_col[t]
-        if ask[t] <= best_buy[i] or bid[t] >= best_sell[i]:
+        if (
+            ask[t] <= buy_cross[i]
+            or bid[t] >= sell_cross[i]
+            or ask[t] >= buy_stop[i]
+            or bid[t] <= sell_stop[i]
+        ):
             return t
     n: int = bid.shape[0]
     return n
 
 
-@njit(cache=True, nogil=True)
-def _last_quotes(
-    instrument_col: np.ndarray,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    out_bid: np.ndarray,
-    out_ask: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    for t in range(bid.shape[0]):
-        i = instrument_col[t]
-        out_bid[i] = bid[t]
-        out_ask[i] = ask[t]
-
-
 def warm_up() -> None:
-    """Load the compiled kernels now rather than on the first tick. Column views of a batch
+    """Load the compiled kernel now rather than on the first tick. Column views of a batch
     are strided, except in a one-row batch; numba compiles each layout apart."""
     for rows in (1, 2):
-        batch = np.zeros(rows, dtype=QUOTE_DTYPE)
-        col, bid, ask = batch["instrument"], batch["bid"], batch["ask"]
-        _first_cross(col, bid, ask, np.full(1, -np.inf), np.full(1, np.inf), 0)
-        _last_quotes(col, bid, ask, np.zeros(1), np.zeros(1))
+        b = np.zeros(rows, dtype=QUOTE_DTYPE)
+        _first_cross(
+            b["instrument"],
+            b["bid"],
+            b["ask"],
+            np.full(1, -np.inf),
+            np.full(1, np.inf),
+            np.full(1, np.inf),
+            np.full(1, -np.inf),
+            0,
+        )

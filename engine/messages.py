@@ -33,6 +33,7 @@ __all__ = [
     "FillEvent",
     "Message",
     "OrderAccepted",
+    "OrderCancelRejected",
     "OrderCancelled",
     "OrderDenied",
     "OrderEvent",
@@ -224,7 +225,8 @@ class OrderPartiallyFilled(Message, frozen=True, kw_only=True, tag=True, gc=Fals
     """A fill that leaves part of the order working. Fills are these and :class:`OrderFilled`.
 
     ``last_qty`` at ``last_px`` is this fill; ``leaves_qty`` is what is still working;
-    ``commission`` is in ``commission_currency``.
+    ``commission`` is in ``commission_currency``, as are the cost figures (positive is a
+    cost), which are measured, not charged: they are already in ``last_px``.
     """
 
     client_order_id: str
@@ -239,6 +241,12 @@ class OrderPartiallyFilled(Message, frozen=True, kw_only=True, tag=True, gc=Fals
     commission: float
     commission_currency: str
     liquidity: str  # "MAKER" or "TAKER"
+    spread_cost: float = 0.0
+    """What the fill paid away from the mid at the fill (negative: spread earned)."""
+    slippage_cost: float = 0.0
+    """How far the mid moved against the order between decision and fill."""
+    impact_cost: float = 0.0
+    """What the order's own market impact added to the fill price."""
 
 
 class OrderFilled(OrderPartiallyFilled, frozen=True, kw_only=True, tag=True, gc=False):
@@ -252,12 +260,22 @@ class OrderCancelled(Message, frozen=True, kw_only=True, tag=True, gc=False):
     reason: str = ""
 
 
+class OrderCancelRejected(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A cancel that found nothing to cancel (already filled or expired, or not arrived)."""
+
+    client_order_id: str
+    strategy_id: str
+    instrument_id: str
+    reason: str
+
+
 class OrderExpired(Message, frozen=True, kw_only=True, tag=True, gc=False):
     """A time-in-force ran out (IOC/FOK remainder, end of DAY)."""
 
     client_order_id: str
     strategy_id: str
     instrument_id: str
+    reason: str = ""
 
 
 FillEvent = OrderPartiallyFilled | OrderFilled
@@ -268,6 +286,7 @@ OrderEvent = (
     | OrderPartiallyFilled
     | OrderFilled
     | OrderCancelled
+    | OrderCancelRejected
     | OrderExpired
 )
 

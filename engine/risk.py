@@ -1,8 +1,9 @@
 """Pre-trade risk checks, as pure code. The gate fails closed.
 
 For now: the trading state (ACTIVE / REDUCING / HALTED), order sanity (known instrument,
-positive quantity on the lot size, a limit price where one is needed) and a maximum
-order notional priced against the current quote. Every check is evaluated on what the
+positive quantity on the lot size, a limit or stop price where one is needed) and a maximum
+order notional: market orders priced at the touch, limits at their limit, stops at the
+worse of their stop and the touch. Every check is evaluated on what the
 order would do; a denial comes back as a sentence a person can act on.
 
 REDUCING counts working orders as if filled, so two reducing orders cannot together flip
@@ -62,6 +63,7 @@ class PreTradeRisk:
         self.state_reason = "start"
         n = len(instruments)
         self.position = np.zeros(n, dtype=np.float64)
+        self._lot = [inst.size_increment for inst in instruments]
         self.bid = np.full(n, np.nan)
         self.ask = np.full(n, np.nan)
         self.working: dict[str, tuple[int, float]] = {}  # client id -> (instrument, signed leaves)
@@ -98,7 +100,10 @@ class PreTradeRisk:
     def on_fill(self, fill: FillEvent) -> None:
         i = self.instruments.index(fill.instrument_id)
         signed = fill.last_qty * fill.side.sign
-        self.position[i] += signed
+        position = float(self.position[i]) + signed
+        if abs(position) < 0.5 * self._lot[i]:  # partial fills that close it leave no dust
+            position = 0.0
+        self.position[i] = position
         entry = self.working.get(fill.client_order_id)
         if entry is not None:
             if fill.leaves_qty <= 0:
@@ -128,13 +133,33 @@ class PreTradeRisk:
             return f"quantity {qty} is not a multiple of the lot size {inst.size_increment}"
         if self.limits.max_order_quantity is not None and qty > self.limits.max_order_quantity:
             return f"quantity {qty:g} exceeds the limit {self.limits.max_order_quantity:g}"
-        if order.order_type is OrderType.MARKET:
-            price = float(self.ask[i] if order.side is Side.BUY else self.bid[i])
-            if not (price > 0 and math.isfinite(price)):
-                return f"no market price for {order.instrument_id}; cannot value a market order"
+        kind = order.order_type
+        touch = float(self.ask[i] if order.side is Side.BUY else self.bid[i])
+        if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not (
+            order.limit_price is not None and order.limit_price > 0
+        ):
+            return f"a {kind.value} order needs a positive limit price"
+        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not (
+            order.stop_price is not None and order.stop_price > 0
+        ):
+            return f"a {kind.value} order needs a positive stop price"
+        if kind is OrderType.MARKET or kind is OrderType.STOP:
+            if not (touch > 0 and math.isfinite(touch)):
+                return (
+                    f"no market price for {order.instrument_id}; "
+                    f"cannot value a {kind.value.lower()} order"
+                )
+            price = touch
+            if kind is OrderType.STOP:
+                # it trades at the touch once triggered: value it at the worse of the two
+                assert order.stop_price is not None
+                price = (
+                    max(touch, order.stop_price)
+                    if order.side is Side.BUY
+                    else min(touch, order.stop_price)
+                )
         else:
-            if order.limit_price is None or not (order.limit_price > 0):
-                return f"{order.order_type.value} order needs a positive limit price"
+            assert order.limit_price is not None
             price = order.limit_price
         notional = inst.notional(price, qty)
         cap = self.limits.max_order_notional

@@ -5,11 +5,14 @@ exactly what one tick at a time gives."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from adapters.reference_workload import reference_quotes
+from engine.actor import Actor, ActorConfig
 from engine.backtest import BacktestResult, load_backtest, run_backtest
+from engine.messages import OrderFilled, OrderPartiallyFilled, OrderRequest, Side
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 40_000
@@ -55,26 +58,42 @@ async def test_resting_limit_orders_replay_the_same_batched_and_per_tick(
         assert other.positions == batched.positions
 
 
-async def test_limit_orders_fill_at_their_limit_price_not_the_touch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class Tape(Actor[ActorConfig]):
+    """Records every order request and fill it is sent."""
+
+    Config = ActorConfig
+    outputs: ClassVar[tuple[str, ...]] = ()
+    seen: ClassVar[list[Any]] = []
+
+    def on_message(self, msg: Any) -> None:
+        Tape.seen.append(msg)
+
+
+async def test_limit_orders_fill_at_their_limit_price_or_better_never_worse(
+    tmp_path: Path,
 ) -> None:
-    """A resting buy fills at its limit once the ask trades down to it: the venue must
-    never give a price better than the order asked for, nor fill before the cross."""
-    from engine.matching import SimulatedVenue  # noqa: PLC0415
-
-    fills: list[tuple[str, float, float]] = []
-    original = SimulatedVenue._fill
-
-    def record(self: SimulatedVenue, order, venue_id, price, ts, *, maker):  # type: ignore[no-untyped-def]
-        fills.append((order.side.value, order.limit_price, price))
-        original(self, order, venue_id, price, ts, maker=maker)
-
-    monkeypatch.setattr(SimulatedVenue, "_fill", record)
-    await _run(_config(tmp_path, 0.0), per_tick=False)
+    config = _config(tmp_path, 0.0)
+    config.write_text(
+        config.read_text()
+        + '\n[actors.tape]\nkind = "tests.integration.test_limit_order_replay:Tape"\n'
+        '\n[[edges]]\nfrom = "ema.orders"\nto = "tape"\n'
+        '\n[[edges]]\nfrom = "exchange.events"\nto = "tape"\n'
+        'only = ["OrderFilled", "OrderPartiallyFilled"]\n'
+    )
+    Tape.seen = []
+    await _run(config, per_tick=False)
+    limits = {m.client_order_id: m.limit_price for m in Tape.seen if isinstance(m, OrderRequest)}
+    fills = [m for m in Tape.seen if isinstance(m, OrderFilled | OrderPartiallyFilled)]
     assert len(fills) > 100
-    for side, limit, price in fills:
+    makers = 0
+    for fill in fills:
+        limit = limits[fill.client_order_id]
         assert limit is not None
-        if side == "BUY":
-            assert price <= limit
+        if fill.side is Side.BUY:
+            assert fill.last_px <= limit
         else:
-            assert price >= limit
+            assert fill.last_px >= limit
+        if fill.liquidity == "MAKER":
+            makers += 1
+            assert fill.last_px == limit  # a resting order trades at its own price
+    assert makers > len(fills) // 2  # one tick away from the touch: most of them rest first

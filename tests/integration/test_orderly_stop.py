@@ -218,7 +218,8 @@ async def test_orders_in_flight_when_the_data_ends_are_all_filled(executor: str)
 
     # every request got its terminal events, none lost at stop
     assert result.orders == len(sent)
-    assert result.orders == result.fills + result.denied + result.rejected
+    assert result.orders == result.orders_filled + result.denied + result.rejected
+    assert result.orders_open == 0
     assert (result.denied, result.rejected) == (0, 0)
     assert sorted(a.client_order_id for a in accepted) == sorted(o.client_order_id for o in sent)
     assert sorted(f.client_order_id for f in fills) == sorted(o.client_order_id for o in sent)

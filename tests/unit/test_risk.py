@@ -231,7 +231,7 @@ def test_limit_order_without_a_limit_price_is_denied() -> None:
     risk = gate()
     risk.on_quote(0, 99.0, 101.0)
     reason = risk.check(order(Side.BUY, 1.0, order_type=OrderType.LIMIT, limit=None))
-    assert reason == "LIMIT order needs a positive limit price"
+    assert reason == "a LIMIT order needs a positive limit price"
 
 
 # --- order sanity --------------------------------------------------------------------------
@@ -316,3 +316,40 @@ def test_limits_must_be_positive() -> None:
         RiskLimits(max_order_notional=0.0)
     with pytest.raises(ValueError, match="max_order_quantity must be positive"):
         RiskLimits(max_order_quantity=-1.0)
+
+
+def _stop(side: Side, qty: float, stop: float | None, limit: float | None = None) -> OrderRequest:
+    base = order(
+        side, qty, order_type=OrderType.STOP_LIMIT if limit else OrderType.STOP, limit=limit
+    )
+    return OrderRequest(
+        **{**{f: getattr(base, f) for f in base.__struct_fields__}, "stop_price": stop}
+    )
+
+
+def test_stop_orders_are_valued_at_the_worse_of_stop_and_touch() -> None:
+    g = gate(RiskLimits(max_order_notional=10_000.0))
+    g.on_quote(0, 99.0, 101.0)
+    # a buy stop at 105 trades at the touch once the ask reaches 105: valued at 105
+    assert g.check(_stop(Side.BUY, 95, 105.0)) is None  # 9,975
+    denied = g.check(_stop(Side.BUY, 96, 105.0))  # 10,080
+    assert denied is not None and "order notional 10,080.00 USD exceeds" in denied
+    # a buy stop below the ask would trigger at once: valued at the ask, 101
+    assert g.check(_stop(Side.BUY, 99, 90.0)) is None  # 9,999
+    assert g.check(_stop(Side.BUY, 100, 90.0)) is not None  # 10,100
+    # a sell stop at 95 is valued at the lower of 95 and the bid
+    assert g.check(_stop(Side.SELL, 105, 95.0)) is None  # 9,975
+    # a stop-limit is valued at its limit
+    assert g.check(_stop(Side.BUY, 100, 105.0, limit=100.0)) is None  # 10,000
+    assert g.check(_stop(Side.BUY, 100, 105.0, limit=100.5)) is not None
+
+
+def test_stop_orders_need_a_stop_price_and_a_market() -> None:
+    g = gate()
+    assert g.check(_stop(Side.BUY, 1, None)) == "a STOP order needs a positive stop price"
+    assert g.check(_stop(Side.BUY, 1, None, limit=100.0)) == (
+        "a STOP_LIMIT order needs a positive stop price"
+    )
+    assert g.check(_stop(Side.BUY, 1, 105.0)) == (
+        "no market price for ABC.SIM; cannot value a stop order"
+    )
