@@ -1,18 +1,57 @@
-"""The portfolio: positions, cash, P&L and drawdown of the account, from fills and marks."""
+"""The portfolio: positions, cash, P&L and drawdown of the account, from fills and marks,
+and the account's history over data time (equity samples, day closes, the fill log) for
+the backtest's metrics and report."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
+from engine.clock import NANOS_PER_SECOND
 from engine.messages import OrderFilled, OrderPartiallyFilled, QuoteBatch, QuoteTick
-from engine.portfolio import Portfolio, warm_up
+from engine.portfolio import AccountHistory, Portfolio, warm_up
 
-__all__ = ["PortfolioActor", "PortfolioConfig"]
+__all__ = ["COST_KINDS", "PortfolioActor", "PortfolioConfig"]
+
+# Costs a fill reports besides commission: every ``<kind>_cost`` field of the fill message
+# (measured, already in the fill price). A kind added to the message shows up by itself.
+_COST_FIELDS = tuple(f for f in OrderPartiallyFilled.__struct_fields__ if f.endswith("_cost"))
+COST_KINDS = tuple(f.removesuffix("_cost") for f in _COST_FIELDS)
+
+
+def _costs_getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[float, ...]]:
+    if not fields:
+        return lambda _msg: ()
+    if len(fields) == 1:
+        one = attrgetter(fields[0])
+        return lambda msg: (one(msg),)
+    many: Callable[[Any], tuple[float, ...]] = attrgetter(*fields)
+    return many
+
+
+_costs_of = _costs_getter(_COST_FIELDS)
 
 
 class PortfolioConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
+    """``sample_interval_s``: the account is sampled every this many seconds of data time,
+    on a grid of UTC time (60 s: at whole minutes), and at every fill.
+    ``trading_days_per_year``: periods a year for daily metrics (252 for exchange-traded
+    markets; 365 suits crypto), and the scale of intraday ones (a day of 24 hours)."""
+
+    sample_interval_s: float = 60.0
+    trading_days_per_year: float = 252.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.sample_interval_s > 0 and math.isfinite(self.sample_interval_s)):
+            raise ValueError("sample_interval_s must be a positive number of seconds")
+        if self.sample_interval_s * NANOS_PER_SECOND < 1:
+            raise ValueError("sample_interval_s must be at least 1 ns")
+        if not (self.trading_days_per_year > 0 and math.isfinite(self.trading_days_per_year)):
+            raise ValueError("trading_days_per_year must be a positive number")
 
 
 class PortfolioActor(Actor[PortfolioConfig]):
@@ -23,18 +62,37 @@ class PortfolioActor(Actor[PortfolioConfig]):
         if getattr(self, "portfolio", None) is None:
             # kept across restarts: the book must not forget fills because of a crash
             self.portfolio = Portfolio(self.ctx.instruments, self.ctx.account.starting_balance)
+            self.history = AccountHistory(
+                self.portfolio,
+                round(self.config.sample_interval_s * NANOS_PER_SECOND),
+                cost_kinds=COST_KINDS,
+            )
             warm_up()
+        self.history.start(self.clock.now())  # once: a restart does not start it again
 
     def on_message(self, msg: Any) -> None:
         match msg:
-            case QuoteBatch(data=data):
-                self.portfolio.mark_batch(data["instrument"], data["bid"], data["ask"])
-            case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask):
+            case QuoteBatch(data=data, ts_event=last):
+                self.history.mark_batch(data, last)
+            case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask, ts_event=ts):
                 if inst_id in self.ctx.instruments:
-                    self.portfolio.mark(self.ctx.instruments.index(inst_id), bid, ask)
+                    self.history.mark(self.ctx.instruments.index(inst_id), bid, ask, ts)
             case OrderFilled() | OrderPartiallyFilled():
-                self.portfolio.apply_fill(
-                    msg.instrument_id, msg.last_qty * msg.side.sign, msg.last_px, msg.commission
+                # booked at the clock's time: in a replay the venue's fill time, and never
+                # before a tick the book has already been marked with
+                self.history.fill(
+                    self.clock.now(),
+                    msg.strategy_id,
+                    msg.instrument_id,
+                    msg.last_qty * msg.side.sign,
+                    msg.last_px,
+                    msg.commission,
+                    _costs_of(msg),
                 )
             case _:
                 pass
+
+    def on_stop(self) -> None:
+        history = getattr(self, "history", None)
+        if history is not None:
+            history.finish(self.clock.now())

@@ -5,6 +5,8 @@
 - A fill in the direction of the position (or from flat) moves the average price; a fill
   against it realises P&L on the closed part, ``closed * (price - avg) * multiplier``
   with the position's sign, and any excess opens a new position at the fill price.
+- Positions are kept on the instrument's lot (``size_increment``), so partial fills that
+  add up to a whole position close it exactly, with no floating-point residue left open.
 - The account balance (cash of a margin account) moves by realised P&L minus commission
   at each fill. Equity is the balance plus unrealised P&L, marked at the mid price.
 - Every mark updates the equity's high-water mark and the maximum drawdown, so the
@@ -12,6 +14,11 @@
   does the same arithmetic in the same order as one mark at a time.
 
 All money is in the account currency (instruments must be quoted in it).
+
+:class:`AccountHistory` records the account over data time for reports: equity samples
+on a grid of data time and at every fill, the close of every UTC day that had data, and
+the log of fills (see its docstring for when a sample is taken and why batching cannot
+change it).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from numba import njit
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE_DTYPE
 
-__all__ = ["Portfolio", "PositionView", "warm_up"]
+__all__ = ["DAY_NS", "SAMPLE_KINDS", "AccountHistory", "Portfolio", "PositionView", "warm_up"]
 
 
 class PositionView:
@@ -77,6 +84,8 @@ class Portfolio:
         self.qty = np.zeros(n, dtype=np.float64)
         self.avg = np.zeros(n, dtype=np.float64)
         self.mult = np.array([i.multiplier for i in instruments], dtype=np.float64)
+        self._lot = [i.size_increment for i in instruments]
+        self._lot_digits = [_decimals(i.size_increment) for i in instruments]
         self.unrealized = np.zeros(n, dtype=np.float64)
         self.mark_price = np.full(n, np.nan, dtype=np.float64)
         self.realized = np.zeros(n, dtype=np.float64)
@@ -115,6 +124,11 @@ class Portfolio:
             if remainder > 0.0:
                 pos = remainder if signed_qty > 0.0 else -remainder
                 avg = price
+        # back onto the lot: 0.1 - 0.07 - 0.02 - 0.01 is -1.7e-18 in binary floating point
+        lot = self._lot[i]
+        pos = round(round(pos / lot) * lot, self._lot_digits[i]) + 0.0  # + 0.0: no -0.0
+        if pos == 0.0:
+            avg = 0.0
         self.qty[i] = pos
         self.avg[i] = avg
         self.realized[i] += realized
@@ -215,6 +229,14 @@ class Portfolio:
         return [self.position(inst.id) for inst in self.instruments]
 
 
+def _decimals(increment: float) -> int:
+    """Decimal places that write ``increment`` exactly (2 for 0.25, 5 for 0.00001)."""
+    for d in range(16):
+        if abs(round(increment, d) - increment) <= 1e-12 * increment:
+            return d
+    return 15
+
+
 @njit(cache=True, nogil=True)
 def _mark_batch_kernel(
     instrument_col: np.ndarray,
@@ -256,7 +278,7 @@ def _mark_batch_kernel(
 
 
 def warm_up() -> None:
-    """Load the compiled kernel now rather than on the first tick. Column views of a batch
+    """Load the compiled kernels now rather than on the first tick. Column views of a batch
     are strided, except in a one-row batch; numba compiles each layout apart."""
     one = np.ones(1)
     for rows in (1, 2):
@@ -273,3 +295,539 @@ def warm_up() -> None:
             0.0,
             np.zeros(4),
         )
+        _mark_sampled_kernel(
+            batch["ts_event"],
+            batch["instrument"],
+            batch["bid"],
+            batch["ask"],
+            np.zeros(1),
+            np.zeros(1),
+            one,
+            np.zeros(1),
+            np.zeros(1),
+            0.0,
+            np.zeros(4),
+            np.array([0, 0, 2**62, 2**62, 1, 0], dtype=np.int64),
+            np.zeros(1, dtype=np.int64),
+            np.zeros(1, dtype=np.uint8),
+            np.zeros(1),
+            np.zeros(1),
+            np.zeros(1, dtype=np.int64),
+            np.zeros((1, 1)),
+            np.zeros(1, dtype=np.int64),
+            np.zeros(1),
+            0,
+        )
+
+
+# --- the account over time -----------------------------------------------------------------
+
+DAY_NS = 86_400 * 1_000_000_000
+"""One day in nanoseconds; day boundaries are UTC midnights (multiples of this since the epoch)."""
+
+SAMPLE_START, SAMPLE_GRID, SAMPLE_FILL, SAMPLE_END = 0, 1, 2, 3
+SAMPLE_KINDS = ("start", "sample", "fill", "end")
+"""Names of the sample kinds, indexed by the ``kind`` column of :meth:`AccountHistory.curve`."""
+
+_NEVER = 2**63 - 1
+
+
+def _grown(a: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.zeros((capacity, *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class AccountHistory:
+    """The account over data time, recorded as it happens, for metrics and reports.
+
+    Wraps a :class:`Portfolio`: marks and fills go through :meth:`mark_batch`, :meth:`mark`
+    and :meth:`fill`, which book them in the portfolio and record
+
+    - **samples** of the account (time, balance, equity and the mark price of every
+      instrument): one at :meth:`start`, one at every grid point of data time (multiples
+      of ``sample_interval_ns`` since the epoch, UTC) and one at :meth:`finish`;
+    - **the fill log**: time, instrument, strategy, signed quantity, price, commission,
+      realised P&L, and after the fill the position, balance, equity and marks; plus the
+      fill's other costs by kind (``cost_kinds``). Each fill is also a sample of the
+      curve (:meth:`curve` merges the two in the order they happened);
+    - **day closes**: the equity at each UTC midnight that ends a day on which something
+      happened (a day with no tick and no fill, a weekend for equities, is not a trading
+      day and is not recorded).
+
+    A grid sample at time ``G`` is the account after every event stamped before ``G``, and
+    before any stamped at or after it: what a timer at ``G`` would see on a replay clock.
+    It is taken when the first event at or after ``G`` arrives (or at :meth:`finish`):
+    inside the batch kernel, between the tick before ``G`` and the tick at or after it,
+    with the same arithmetic as :meth:`Portfolio.mark_batch`; for a single tick or a fill,
+    in Python, before it is booked. So neither batch boundaries nor one-tick-at-a-time
+    delivery can move a sample or change its values, and replay needs no batch cut for it.
+    The account cannot change without an event, so the grid points of a gap with no events
+    (a night, a weekend) all equal the sample at the first of them: only that one is
+    stored, and readers carry it forward.
+
+    Positions are not stored per sample: they change only at fills, and the fill log
+    holds the position after each fill. Storage is preallocated numpy columns that double
+    when full, with no Python object kept per sample or per fill. Times are integer
+    nanoseconds, money the account currency.
+    """
+
+    def __init__(
+        self,
+        portfolio: Portfolio,
+        sample_interval_ns: int,
+        *,
+        cost_kinds: tuple[str, ...] = (),
+        capacity: int = 1_024,
+    ) -> None:
+        if sample_interval_ns <= 0:
+            raise ValueError(f"sample interval must be positive, got {sample_interval_ns} ns")
+        self.portfolio = portfolio
+        self.interval_ns = sample_interval_ns
+        self.cost_kinds = cost_kinds
+        self.started = False
+        self.finished = False
+        self.start_ts = 0
+        self.end_ts = 0
+        self.strategies: list[str] = []
+        self._strategy_index: dict[str, int] = {}
+        self._next_sample = _NEVER
+        self._next_day = _NEVER
+        self._next = _NEVER
+        # the batch kernel's [samples, days, next grid point, next midnight, interval, fills]
+        self._state = np.zeros(6, dtype=np.int64)
+        m = len(portfolio.instruments)
+        cap = max(capacity, 2)
+        # samples: start, grid, end
+        self.n = 0
+        self._ts = np.zeros(cap, dtype=np.int64)
+        self._kind = np.zeros(cap, dtype=np.uint8)
+        self._balance = np.zeros(cap, dtype=np.float64)
+        self._equity = np.zeros(cap, dtype=np.float64)
+        self._fills_before = np.zeros(cap, dtype=np.int64)
+        self._mark = np.zeros((cap, m), dtype=np.float64)
+        # day closes
+        self.n_days = 0
+        self._day_ts = np.zeros(64, dtype=np.int64)
+        self._day_equity = np.zeros(64, dtype=np.float64)
+        # fill log
+        self.n_fills = 0
+        self._f_ts = np.zeros(cap, dtype=np.int64)
+        self._f_instrument = np.zeros(cap, dtype=np.int32)
+        self._f_strategy = np.zeros(cap, dtype=np.int32)
+        self._f_qty = np.zeros(cap, dtype=np.float64)
+        self._f_price = np.zeros(cap, dtype=np.float64)
+        self._f_commission = np.zeros(cap, dtype=np.float64)
+        self._f_realized = np.zeros(cap, dtype=np.float64)
+        self._f_position = np.zeros(cap, dtype=np.float64)
+        self._f_balance = np.zeros(cap, dtype=np.float64)
+        self._f_equity = np.zeros(cap, dtype=np.float64)
+        self._f_mark = np.zeros((cap, m), dtype=np.float64)
+        self._f_costs = [np.zeros(cap, dtype=np.float64) for _ in cost_kinds]
+
+    # --- recording -----------------------------------------------------------------------
+
+    def start(self, ts: int) -> None:
+        """Record the account as it starts, at data time ``ts``. Only the first call counts
+        (an actor's ``on_start`` runs again after a restart; the history goes on)."""
+        if self.started:
+            return
+        self.started = True
+        self.start_ts = ts
+        self._record(ts, SAMPLE_START)
+        self._next_sample = (ts // self.interval_ns + 1) * self.interval_ns
+        self._next_day = (ts // DAY_NS + 1) * DAY_NS
+        self._next = min(self._next_sample, self._next_day)
+
+    def finish(self, ts: int) -> None:
+        """Record the account at the end, at data time ``ts`` (once)."""
+        if self.finished or not self.started:
+            return
+        self.finished = True
+        if ts >= self._next_sample:  # the last grid point had no event after it
+            self._record(self._next_sample, SAMPLE_GRID)
+        self._next = self._next_sample = self._next_day = _NEVER
+        self.end_ts = ts
+        self._record(ts, SAMPLE_END)
+
+    def mark_batch(self, data: np.ndarray, last_ts: int | None = None) -> None:
+        """Mark a batch of quote ticks (``QUOTE_DTYPE``, in time order) in the portfolio,
+        sampling at the grid points it crosses. ``last_ts``: the time of its last tick
+        (``QuoteBatch.ts_event``), to skip reading the column when no grid point is near."""
+        n = len(data)
+        if n == 0:
+            return
+        if last_ts is None:
+            last_ts = int(data["ts_event"][n - 1])
+        pf = self.portfolio
+        if last_ts < self._next:
+            pf.mark_batch(data["instrument"], data["bid"], data["ask"])
+            return
+        ts, inst, bid, ask = data["ts_event"], data["instrument"], data["bid"], data["ask"]
+        st = self._state
+        done = 0
+        while done < n:
+            st[0], st[1], st[2], st[3] = self.n, self.n_days, self._next_sample, self._next_day
+            st[4], st[5] = self.interval_ns, self.n_fills
+            done = _mark_sampled_kernel(
+                ts,
+                inst,
+                bid,
+                ask,
+                pf.qty,
+                pf.avg,
+                pf.mult,
+                pf.unrealized,
+                pf.mark_price,
+                pf.balance,
+                pf.curve,
+                st,
+                self._ts,
+                self._kind,
+                self._balance,
+                self._equity,
+                self._fills_before,
+                self._mark,
+                self._day_ts,
+                self._day_equity,
+                done,
+            )
+            self.n, self.n_days = int(st[0]), int(st[1])
+            self._next_sample, self._next_day = int(st[2]), int(st[3])
+            if done < n:  # a column is full: make room and go on from that tick
+                self._grow_samples()
+                self._grow_days()
+        self._next = min(self._next_sample, self._next_day)
+
+    def mark(self, instrument_index: int, bid: float, ask: float, ts: int) -> None:
+        """Mark one quote tick stamped ``ts``."""
+        if ts >= self._next:
+            self._cross(ts)
+        self.portfolio.mark(instrument_index, bid, ask)
+
+    def fill(
+        self,
+        ts: int,
+        strategy_id: str,
+        instrument_id: str,
+        signed_qty: float,
+        price: float,
+        commission: float,
+        costs: tuple[float, ...] = (),
+    ) -> float:
+        """Book a fill at data time ``ts`` (see :meth:`Portfolio.apply_fill`) and log it.
+        ``costs`` are the fill's costs in ``cost_kinds`` order. Returns the realised P&L."""
+        if ts >= self._next:
+            self._cross(ts)
+        pf = self.portfolio
+        realized = pf.apply_fill(instrument_id, signed_qty, price, commission)
+        i = pf.instruments.index(instrument_id)
+        s = self._strategy_index.get(strategy_id)
+        if s is None:
+            s = self._strategy_index[strategy_id] = len(self.strategies)
+            self.strategies.append(strategy_id)
+        m = self.n_fills
+        if m == len(self._f_ts):
+            self._grow_fills()
+        self._f_ts[m] = ts
+        self._f_instrument[m] = i
+        self._f_strategy[m] = s
+        self._f_qty[m] = signed_qty
+        self._f_price[m] = price
+        self._f_commission[m] = commission
+        self._f_realized[m] = realized
+        self._f_position[m] = pf.qty[i]
+        self._f_balance[m] = pf.balance
+        self._f_equity[m] = pf.curve[3]
+        self._f_mark[m] = pf.mark_price
+        if costs:  # none given: none reported (the columns start at 0)
+            for column, cost in zip(self._f_costs, costs, strict=True):
+                column[m] = cost
+        self.n_fills = m + 1
+        return realized
+
+    def _cross(self, ts: int) -> None:
+        """An event stamped ``ts`` is about to change the account, and ``ts`` is at or past
+        the next grid point or midnight: record them as the account stands. (The batch
+        kernel does the same between two ticks.)"""
+        if ts >= self._next_sample:
+            self._record(self._next_sample, SAMPLE_GRID)
+            self._next_sample = (ts // self.interval_ns + 1) * self.interval_ns
+        if ts >= self._next_day:
+            d = self.n_days
+            if d == len(self._day_ts):
+                self._grow_days()
+            self._day_ts[d] = self._next_day
+            self._day_equity[d] = self.portfolio.curve[3]
+            self.n_days = d + 1
+            self._next_day = (ts // DAY_NS + 1) * DAY_NS
+        self._next = min(self._next_sample, self._next_day)
+
+    def _record(self, ts: int, kind: int) -> None:
+        n = self.n
+        if n == len(self._ts):
+            self._grow_samples()
+        pf = self.portfolio
+        self._ts[n] = ts
+        self._kind[n] = kind
+        self._balance[n] = pf.balance
+        self._equity[n] = pf.curve[3]
+        self._fills_before[n] = self.n_fills
+        self._mark[n] = pf.mark_price
+        self.n = n + 1
+
+    def _grow_samples(self) -> None:
+        cap = 2 * len(self._ts)
+        for name in ("_ts", "_kind", "_balance", "_equity", "_fills_before", "_mark"):
+            setattr(self, name, _grown(getattr(self, name), cap))
+
+    def _grow_days(self) -> None:
+        cap = 2 * len(self._day_ts)
+        self._day_ts = _grown(self._day_ts, cap)
+        self._day_equity = _grown(self._day_equity, cap)
+
+    def _grow_fills(self) -> None:
+        cap = 2 * len(self._f_ts)
+        for name in (
+            "_f_ts",
+            "_f_instrument",
+            "_f_strategy",
+            "_f_qty",
+            "_f_price",
+            "_f_commission",
+            "_f_realized",
+            "_f_position",
+            "_f_balance",
+            "_f_equity",
+            "_f_mark",
+        ):
+            setattr(self, name, _grown(getattr(self, name), cap))
+        self._f_costs = [_grown(c, cap) for c in self._f_costs]
+
+    # --- what was recorded ---------------------------------------------------------------
+
+    @property
+    def samples(self) -> dict[str, np.ndarray]:
+        """The samples without the fills: ``ts``, ``kind`` (start, grid or end),
+        ``balance``, ``equity``, ``fills_before`` (fills booked before it) and ``marks``."""
+        n = self.n
+        return {
+            "ts": self._ts[:n],
+            "kind": self._kind[:n],
+            "balance": self._balance[:n],
+            "equity": self._equity[:n],
+            "fills_before": self._fills_before[:n],
+            "marks": self._mark[:n],
+        }
+
+    @property
+    def day_ts(self) -> np.ndarray:
+        """UTC midnights that closed a day with data (the close is just before this time)."""
+        return self._day_ts[: self.n_days]
+
+    @property
+    def day_equity(self) -> np.ndarray:
+        return self._day_equity[: self.n_days]
+
+    def fill_log(self) -> dict[str, np.ndarray]:
+        """The fills, in the order booked: ``ts``, ``instrument`` (index), ``strategy``
+        (index into :attr:`strategies`), ``qty`` (signed), ``price``, ``commission``,
+        ``realized``; after the fill ``position`` (of that instrument), ``balance``,
+        ``equity`` and ``marks`` (every instrument); and ``costs`` (one column per kind)."""
+        m = self.n_fills
+        k = len(self._f_costs)
+        return {
+            "ts": self._f_ts[:m],
+            "instrument": self._f_instrument[:m],
+            "strategy": self._f_strategy[:m],
+            "qty": self._f_qty[:m],
+            "price": self._f_price[:m],
+            "commission": self._f_commission[:m],
+            "realized": self._f_realized[:m],
+            "position": self._f_position[:m],
+            "balance": self._f_balance[:m],
+            "equity": self._f_equity[:m],
+            "marks": self._f_mark[:m],
+            "costs": np.column_stack([c[:m] for c in self._f_costs]) if k else np.zeros((m, 0)),
+        }
+
+    def curve(self) -> dict[str, np.ndarray]:
+        """Samples and fills merged in the order they happened (a grid sample recorded
+        just before a fill comes first): ``ts``, ``kind`` (index into
+        :data:`SAMPLE_KINDS`), ``balance``, ``equity``, ``positions`` and ``marks`` (one
+        column per instrument)."""
+        s, f = self.samples, self.fill_log()
+        n, k = len(s["ts"]), len(f["ts"])
+        # a sample taken with j fills booked sits between fill j - 1 and fill j
+        order = np.argsort(
+            np.concatenate((2 * s["fills_before"], 2 * np.arange(k, dtype=np.int64) + 1)),
+            kind="stable",
+        )
+        kind = np.concatenate((s["kind"], np.full(k, SAMPLE_FILL, dtype=np.uint8)))[order]
+        m = len(self.portfolio.instruments)
+        positions = np.zeros((n + k, m), dtype=np.float64)
+        at = np.empty(n + k, dtype=np.int64)
+        at[order] = np.arange(n + k)  # where each record lands in the merged order
+        fill_rows = at[n:]
+        for i in range(m):
+            mine = np.flatnonzero(f["instrument"] == i)
+            if len(mine) == 0:
+                continue
+            since = np.searchsorted(fill_rows[mine], np.arange(n + k), side="right") - 1
+            positions[:, i] = np.where(since >= 0, f["position"][mine][np.maximum(since, 0)], 0.0)
+        return {
+            "ts": np.concatenate((s["ts"], f["ts"]))[order],
+            "kind": kind,
+            "balance": np.concatenate((s["balance"], f["balance"]))[order],
+            "equity": np.concatenate((s["equity"], f["equity"]))[order],
+            "positions": positions,
+            "marks": np.concatenate((s["marks"], f["marks"]))[order],
+        }
+
+
+@njit(cache=True, nogil=True)
+def _mark_run(
+    instrument_col: np.ndarray,
+    bid: np.ndarray,
+    ask: np.ndarray,
+    lo: int,
+    hi: int,
+    qty: np.ndarray,
+    avg: np.ndarray,
+    mult: np.ndarray,
+    unrealized: np.ndarray,
+    mark_price: np.ndarray,
+    balance: float,
+    curve: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Ticks ``lo`` to ``hi`` of a batch, marked as :func:`_mark_batch_kernel` marks them."""
+    peak = curve[0]
+    max_dd = curve[1]
+    max_frac = curve[2]
+    equity = curve[3]
+    m = unrealized.shape[0]
+    for t in range(lo, hi):
+        i = instrument_col[t]
+        mid = (bid[t] + ask[t]) * 0.5
+        mark_price[i] = mid
+        unrealized[i] = qty[i] * (mid - avg[i]) * mult[i]
+        total = 0.0
+        for j in range(m):
+            total += unrealized[j]
+        equity = balance + total
+        if equity > peak:  # noqa: PLR1730
+            peak = equity
+        dd = peak - equity
+        if dd > max_dd:  # noqa: PLR1730
+            max_dd = dd
+        if peak > 0.0 and dd / peak > max_frac:
+            max_frac = dd / peak
+    curve[0] = peak
+    curve[1] = max_dd
+    curve[2] = max_frac
+    curve[3] = equity
+
+
+@njit(cache=True, nogil=True)
+def _mark_sampled_kernel(
+    ts: np.ndarray,
+    instrument_col: np.ndarray,
+    bid: np.ndarray,
+    ask: np.ndarray,
+    qty: np.ndarray,
+    avg: np.ndarray,
+    mult: np.ndarray,
+    unrealized: np.ndarray,
+    mark_price: np.ndarray,
+    balance: float,
+    curve: np.ndarray,
+    state: np.ndarray,
+    s_ts: np.ndarray,
+    s_kind: np.ndarray,
+    s_balance: np.ndarray,
+    s_equity: np.ndarray,
+    s_fills: np.ndarray,
+    s_mark: np.ndarray,
+    d_ts: np.ndarray,
+    d_equity: np.ndarray,
+    start: int,
+) -> int:  # pragma: no cover - compiled
+    """:func:`_mark_batch_kernel` from tick ``start`` on, recording grid samples and day
+    closes as :meth:`AccountHistory._cross` does. ``state`` is [samples, days, next grid
+    point, next midnight, interval, fills] and is updated. Returns the index of the first
+    tick not marked: ``len(ts)``, or earlier when the sample or day columns are full."""
+    m = unrealized.shape[0]
+    n = state[0]
+    nd = state[1]
+    next_sample = state[2]
+    next_day = state[3]
+    interval = state[4]
+    fills = state[5]
+    day = np.int64(86_400_000_000_000)
+    stop = ts.shape[0]
+    t = start
+    while t < stop:
+        boundary = min(next_sample, next_day)
+        until = stop
+        if ts[stop - 1] >= boundary:
+            # the first tick at or after it: ticks are about evenly spread in time, so
+            # guess by interpolation (a probe or two into memory not read yet), and bisect
+            # every other step so that uneven data costs no more than a binary search
+            lo, hi = t, stop - 1
+            step = 0
+            while lo < hi:
+                probe = (lo + hi) // 2
+                if step % 2 == 0 and ts[lo] < boundary:
+                    span = ts[hi] - ts[lo]
+                    probe = lo + int((boundary - ts[lo]) / span * (hi - lo)) if span > 0 else lo
+                    probe = min(max(probe, lo), hi - 1)
+                if ts[probe] < boundary:
+                    lo = probe + 1
+                else:
+                    hi = probe
+                step += 1
+            until = lo
+        # the run of ticks before the next grid point or midnight
+        _mark_run(
+            instrument_col,
+            bid,
+            ask,
+            t,
+            until,
+            qty,
+            avg,
+            mult,
+            unrealized,
+            mark_price,
+            balance,
+            curve,
+        )
+        t = until
+        if t >= stop:
+            break
+        # tick t is at or past a grid point or midnight: record, then mark it next round
+        if n >= s_ts.shape[0] or nd >= d_ts.shape[0]:
+            stop = t
+            break
+        now = ts[t]
+        equity = curve[3]
+        if now >= next_sample:
+            s_ts[n] = next_sample
+            s_kind[n] = 1
+            s_balance[n] = balance
+            s_equity[n] = equity
+            s_fills[n] = fills
+            for j in range(m):
+                s_mark[n, j] = mark_price[j]
+            n += 1
+            next_sample = (now // interval + 1) * interval
+        if now >= next_day:
+            d_ts[nd] = next_day
+            d_equity[nd] = equity
+            nd += 1
+            next_day = (now // day + 1) * day
+    state[0] = n
+    state[1] = nd
+    state[2] = next_sample
+    state[3] = next_day
+    return int(stop)
