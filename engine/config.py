@@ -11,8 +11,10 @@ Inside, code trusts the types.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -29,10 +31,12 @@ __all__ = [
     "QuoteFileConfig",
     "ReplayConfig",
     "SystemConfig",
+    "apply_overrides",
     "config_error",
     "convert_section",
     "load_config",
     "parse_config",
+    "utc_ns",
 ]
 
 Mode = Literal["backtest", "paper", "live"]
@@ -69,16 +73,32 @@ class ReplayConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     time (slow, the reference behaviour); otherwise ticks travel in batches of at most
     ``batch_size``, cut wherever an actor acts, with identical results. ``executor``:
     ``inline`` drives the actors in one task (fast, see engine/dispatch.py); ``tasks``
-    gives each actor its own asyncio task, as in live trading. Both give the same results."""
+    gives each actor its own asyncio task, as in live trading. Both give the same results.
+
+    ``start`` / ``end`` bound the replay to ticks with ``start <= ts_event < end``: an
+    ISO-8601 time with its UTC offset (``"2024-08-09T00:00:00Z"``, up to nanoseconds; a bare
+    date is midnight UTC) or integer nanoseconds since the epoch. Either may be left out."""
 
     batch_size: int = 16_384
     per_tick: bool = False
     executor: Literal["inline", "tasks"] = "inline"
     quotes: list[QuoteFileConfig] = []
+    start: str | int | None = None
+    end: str | int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+
+    @property
+    def start_ns(self) -> int | None:
+        """``start`` in nanoseconds since the epoch, UTC (None: from the first tick)."""
+        return None if self.start is None else utc_ns(self.start)
+
+    @property
+    def end_ns(self) -> int | None:
+        """``end`` in nanoseconds since the epoch, UTC, exclusive (None: to the last tick)."""
+        return None if self.end is None else utc_ns(self.end)
 
 
 class EdgeConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,9 +145,81 @@ class SystemConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 raise ValueError(
                     f"unknown instrument {qf.instrument!r} - at `$.replay.quotes[{i}].instrument`"
                 )
+        bounds: dict[str, int] = {}
+        for key in ("start", "end"):
+            value = getattr(self.replay, key)
+            if value is not None:
+                try:
+                    bounds[key] = utc_ns(value)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} - at `$.replay.{key}`") from None
+        if len(bounds) == 2 and bounds["end"] <= bounds["start"]:
+            raise ValueError(
+                f"replay end {self.replay.end!r} is not after start {self.replay.start!r}"
+                " - at `$.replay.end`"
+            )
         for name, section in self.actors.items():
             if not isinstance(section, dict) or "kind" not in section:
                 raise ValueError(f"actor {name!r} needs a `kind` - at `$.actors.{name}`")
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ISO_TIME = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:[.,](?P<fraction>\d{1,9}))?)?"
+    r"(?P<offset>Z|[+-]\d{2}:?\d{2})?",
+    re.IGNORECASE,
+)
+
+
+def utc_ns(value: str | int) -> int:
+    """A point in time as integer nanoseconds since the epoch, UTC.
+
+    ``value`` is nanoseconds already, or an ISO-8601 string: ``2024-08-09T00:00:00Z``,
+    ``2024-08-09T02:00:00.123456789+02:00``, or a bare date (midnight UTC). A time of day
+    without an offset is refused rather than guessed: tick data comes in many time zones.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected an ISO-8601 time or integer nanoseconds, got {value!r}")
+    if isinstance(value, int):
+        return value
+    m = _ISO_TIME.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(f"not an ISO-8601 time: {value!r} (example: 2024-08-09T00:00:00Z)")
+    time_of_day, offset = m.group("time"), m.group("offset")
+    if time_of_day is not None and offset is None:
+        raise ValueError(f"{value!r} has no UTC offset; add Z for UTC (2024-08-09T00:00:00Z)")
+    offset = "+00:00" if offset is None or offset.upper() == "Z" else offset
+    try:
+        stamp = dt.datetime.fromisoformat(f"{m.group('date')}T{time_of_day or '00:00'}{offset}")
+    except ValueError as exc:
+        raise ValueError(f"not a valid time: {value!r} ({exc})") from None
+    seconds = (stamp - _EPOCH) // dt.timedelta(seconds=1)
+    return seconds * 1_000_000_000 + int((m.group("fraction") or "").ljust(9, "0"))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` (a decoded TOML document) with each dotted key of ``overrides`` set.
+
+    ``{"actors.ema.fast": 50}`` sets ``fast`` in ``[actors.ema]``; missing tables are
+    created. The result is checked like the file itself, so a misspelt key fails with its
+    path. ``raw`` is not changed.
+    """
+    out = dict(raw)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"not a dotted key: {key!r}", path="$")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part, {})
+            if not isinstance(child, dict):
+                where = "$." + ".".join(parts[: depth + 1])
+                raise ConfigError(f"cannot set {key!r}: {where} is not a table", path=where)
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -155,19 +247,28 @@ def convert_section(raw: Any, type_: type[T], *, prefix: str = "", file: str | N
         raise config_error(exc, prefix=prefix, file=file) from None
 
 
-def parse_config(text: str, *, file: str | None = None) -> SystemConfig:
+def parse_config(
+    text: str, *, file: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> SystemConfig:
+    """Check a configuration document, with ``overrides`` (see :func:`apply_overrides`)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+    if overrides:
+        try:
+            raw = apply_overrides(raw, overrides)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), path=exc.path, file=file) from None
     return convert_section(raw, SystemConfig, file=file)
 
 
-def load_config(path: str | Path) -> SystemConfig:
-    """Read and check a configuration file. Raises ConfigError naming the bad key."""
+def load_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> SystemConfig:
+    """Read and check a configuration file, with ``overrides`` (dotted key: value) applied.
+    Raises ConfigError naming the bad key."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration: {exc.strerror}", file=str(p)) from None
-    return parse_config(text, file=str(p))
+    return parse_config(text, file=str(p), overrides=overrides)
