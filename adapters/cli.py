@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from adapters import cli_data, cli_sweep
+from adapters.report import metric_rows, progress_for, write_report
 from engine.backtest import BacktestResult, load_backtest, run_backtest
 from engine.errors import ConfigError, CriticalActorFailed, DataError
 from engine.logs import configure_logging
@@ -47,6 +50,14 @@ def _fmt_money(x: float, currency: str) -> str:
     return f"{x:,.2f} {currency}"
 
 
+def _write_stdout(text: str) -> None:
+    """Write all of ``text``: an event loop (uvloop) may leave stdout non-blocking, where a
+    large write to a slow pipe would be cut short without an error."""
+    os.set_blocking(sys.stdout.fileno(), True)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def summary_table(r: BacktestResult) -> str:
     c = r.currency
     rows: list[tuple[str, str]] = [
@@ -61,7 +72,13 @@ def summary_table(r: BacktestResult) -> str:
             + (f" ({r.denied:,} denied by risk)" if r.denied else "")
             + (f" ({r.rejected:,} rejected by venue)" if r.rejected else ""),
         ),
-        ("fills", f"{r.fills:,}"),
+        (
+            "fills",
+            f"{r.fills:,} ({r.orders_filled:,} orders filled in full"
+            + (f", {r.expired:,} expired" if r.expired else "")
+            + (f", {r.orders_open:,} still working" if r.orders_open else "")
+            + ")",
+        ),
         ("starting balance", _fmt_money(r.starting_balance, c)),
         ("final balance", _fmt_money(r.final_balance, c)),
         ("final equity", _fmt_money(r.final_equity, c)),
@@ -74,6 +91,8 @@ def summary_table(r: BacktestResult) -> str:
         ("ticks per second", f"{r.ticks_per_s:,.0f}"),
         ("events sha256", r.events_sha256),
     ]
+    at = [label for label, _ in rows].index("open positions")
+    rows[at:at] = metric_rows(r)
     if r.validation and r.ticks_rejected:
         rejected = ", ".join(f"{k} {v:,}" for k, v in r.validation.items() if k != "accepted" and v)
         rows.insert(1, ("rejected ticks", rejected))
@@ -89,14 +108,29 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         args.config, per_tick=True if args.per_tick else None, batch_size=args.batch_size
     )
     _install_event_loop()
-    result = asyncio.run(run_backtest(system))
+    progress = progress_for(system)  # only when stderr is a terminal
+    try:
+        result = asyncio.run(run_backtest(system, on_progress=progress))
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.report:
+        written = write_report(args.report, result, system, args.config)
+        print(f"tradingd: report written to {written}", file=sys.stderr)
     if args.json:
-        out: dict[str, Any] = msgspec.to_builtins(result)
+        columns = msgspec.structs.replace(result, equity_curve=None, daily_equity=None, trades=None)
+        out: dict[str, Any] = msgspec.to_builtins(columns)
         if not args.actors:
             out.pop("actors")
-        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        for name in ("equity_curve", "daily_equity", "trades"):
+            value = getattr(result, name)
+            if args.full and value is not None:
+                out[name] = value.to_builtins()
+            else:
+                out.pop(name, None)
+        _write_stdout(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(summary_table(result))
+        _write_stdout(summary_table(result) + "\n")
         if args.actors:
             for a in result.actors:
                 print(
@@ -128,9 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--batch-size", type=int, default=None, help="largest batch of ticks")
     bt.add_argument("--actors", action="store_true", help="include per-actor counters")
+    bt.add_argument(
+        "--full",
+        action="store_true",
+        help="with --json: include the equity curve, daily equity and round trips",
+    )
+    bt.add_argument(
+        "--report",
+        metavar="PATH",
+        default=None,
+        help="write a self-contained HTML report (charts, metrics, trades) to PATH",
+    )
     bt.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     bt.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
     bt.set_defaults(func=_cmd_backtest)
+    cli_sweep.register(sub)
+    cli_data.register(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ ticks) and the venue (simulated) differ.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from engine.clock import ReplayClock, stopwatch_ns
 from engine.config import SystemConfig, load_config
 from engine.dispatch import InlineDispatcher
 from engine.errors import ConfigError, CriticalActorFailed, WiringError
+from engine.performance import DailyEquity, EquityCurve, Performance, TradeLog, analyse
 from engine.replay import ChunkedQuoteSource, ReplayScheduler, merge_quote_files
 from engine.supervisor import Supervisor
 from engine.ticks import QuoteArray, open_quotes
@@ -37,6 +38,13 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     denied: int
     rejected: int
     fills: int
+    """Executions, partial ones included."""
+    orders_filled: int
+    """Orders filled in full."""
+    expired: int
+    cancelled: int
+    orders_open: int
+    """Orders still working at the venue when the data ran out."""
     currency: str
     starting_balance: float
     final_balance: float
@@ -54,6 +62,16 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     validation: dict[str, int]
     alerts: list[str]
     actors: list[dict[str, Any]]
+    metrics: dict[str, Any] = {}
+    """Performance statistics (engine/performance.py: returns, risk, trades, exposure,
+    costs by kind, attribution); plain JSON values, None where undefined."""
+    equity_curve: EquityCurve | None = None
+    """The account sampled over data time (on the portfolio's grid and at every fill).
+    The curve, daily equity and trades are numpy columns: ``to_builtins()`` on each gives
+    plain JSON values (``msgspec.to_builtins`` of the result needs them set to None)."""
+    daily_equity: DailyEquity | None = None
+    trades: TradeLog | None = None
+    """Round trips, closed ones in order of exit, then open ones."""
 
 
 def load_backtest(
@@ -62,9 +80,12 @@ def load_backtest(
     per_tick: bool | None = None,
     batch_size: int | None = None,
     executor: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> tuple[System, SystemConfig]:
+    """The system a backtest configuration describes, ``overrides`` (dotted keys such as
+    ``"actors.ema.fast"``) applied first, as a parameter sweep does."""
     path = Path(config_path)
-    config = load_config(path)
+    config = load_config(path, overrides=overrides)
     if config.mode != "backtest":
         raise ConfigError(
             f'mode is {config.mode!r}; a backtest needs mode = "backtest"',
@@ -91,6 +112,9 @@ def load_backtest(
 
 
 def _file_source(system: System, chunk_rows: int) -> Iterator[QuoteArray]:
+    """The configured tick files merged in time order. With ``replay.start`` / ``end`` only
+    the rows in that span are read from each (memory-mapped, time-ordered) file."""
+    start, end = system.config.replay.start_ns, system.config.replay.end_ns
     inputs: list[tuple[QuoteArray, int]] = []
     for i, qf in enumerate(system.config.replay.quotes):
         p = system.resolve_path(qf.path)
@@ -102,14 +126,45 @@ def _file_source(system: System, chunk_rows: int) -> Iterator[QuoteArray]:
                 path=f"$.replay.quotes[{i}].path",
                 file=system.file,
             ) from None
+        if start is not None or end is not None:
+            ts = arr["ts_event"]
+            lo = 0 if start is None else int(np.searchsorted(ts, start, side="left"))
+            hi = len(arr) if end is None else int(np.searchsorted(ts, end, side="left"))
+            arr = arr[lo : max(lo, hi)]
         inputs.append((arr, system.instruments.index(qf.instrument)))
     return merge_quote_files(inputs, chunk_rows)
 
 
+def _within(
+    chunks: Iterator[QuoteArray], start: int | None, end: int | None
+) -> Iterator[QuoteArray]:
+    """Only the ticks with ``start <= ts_event < end``. Stops reading at the first chunk
+    that lies wholly at or after ``end``, so a long source is not read to its end."""
+    for chunk in chunks:
+        ts = chunk["ts_event"]
+        if len(ts) == 0:
+            continue
+        if end is not None and int(ts.min()) >= end:
+            return
+        keep = np.ones(len(ts), dtype=np.bool_)
+        if start is not None:
+            keep &= ts >= start
+        if end is not None:
+            keep &= ts < end
+        if keep.all():
+            yield chunk
+        elif keep.any():
+            yield chunk[keep]
+
+
 async def run_backtest(
-    system: System, source: Iterator[QuoteArray] | None = None
+    system: System,
+    source: Iterator[QuoteArray] | None = None,
+    *,
+    on_progress: Callable[[int], None] | None = None,
 ) -> BacktestResult:
-    """Run the system over ``source`` (default: the configured tick files) to the end."""
+    """Run the system over ``source`` (default: the configured tick files) to the end.
+    ``on_progress(ticks_released)`` is called now and then (see ``ReplayScheduler``)."""
     clock = system.clock
     if not isinstance(clock, ReplayClock):
         raise WiringError("a backtest needs a replay clock")
@@ -121,6 +176,8 @@ async def run_backtest(
         )
     feed = feeds[0]
     chunks = source if source is not None else _file_source(system, max(replay.batch_size, 4_096))
+    if replay.start is not None or replay.end is not None:
+        chunks = _within(chunks, replay.start_ns, replay.end_ns)
     preview = None
     for actor in system.downstream(feed.name):
         if hasattr(actor, "preview"):
@@ -137,6 +194,7 @@ async def run_backtest(
         scanners=scanners,
         batch_size=replay.batch_size,
         per_tick=replay.per_tick,
+        on_progress=on_progress,
     )
     supervisor = Supervisor(
         system.start_order,
@@ -169,6 +227,20 @@ async def run_backtest(
     return _result(system, scheduler, supervisor, wall)
 
 
+def _working_orders(exchange: Actor[Any]) -> int:
+    venue = getattr(exchange, "venue", None)
+    return len(venue.working) if venue is not None else 0
+
+
+def _performance(system: System, portfolio_actor: Actor[Any] | None) -> Performance | None:
+    history = getattr(portfolio_actor, "history", None)
+    if portfolio_actor is None or history is None or not history.started:
+        return None
+    history.finish(system.clock.now())  # done already if the portfolio stopped in order
+    days = getattr(portfolio_actor.config, "trading_days_per_year", 252.0)
+    return analyse(history, trading_days_per_year=days)
+
+
 def _find(system: System, kind: str) -> Actor[Any] | None:
     found = system.of_kind(kind)
     return found[0] if found else None
@@ -186,6 +258,7 @@ def _result(
     counts: dict[str, int] = digest.counts if digest is not None else {}
     validation: dict[str, int] = validator.counts() if validator is not None else {}  # type: ignore[attr-defined]
     ticks = scheduler.ticks_released
+    performance = _performance(system, portfolio_actor)
     return BacktestResult(
         ticks=ticks,
         ticks_rejected=sum(v for k, v in validation.items() if k != "accepted"),
@@ -194,6 +267,10 @@ def _result(
         denied=counts.get("denied", 0),
         rejected=counts.get("rejected", 0),
         fills=counts.get("fills", 0),
+        orders_filled=counts.get("filled", 0),
+        expired=counts.get("expired", 0),
+        cancelled=counts.get("cancelled", 0),
+        orders_open=sum(_working_orders(a) for a in system.of_kind("sim_exchange")),
         currency=account.currency,
         starting_balance=account.starting_balance,
         final_balance=pf.balance if pf is not None else account.starting_balance,
@@ -211,4 +288,8 @@ def _result(
         validation=validation,
         alerts=[f"{a.level.name} {a.rule}: {a.message}" for a in supervisor.alerts],
         actors=system.snapshot(),
+        metrics=performance.metrics if performance is not None else {},
+        equity_curve=performance.curve if performance is not None else None,
+        daily_equity=performance.daily if performance is not None else None,
+        trades=performance.trades if performance is not None else None,
     )
