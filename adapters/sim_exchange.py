@@ -93,6 +93,7 @@ class SimExchange(Actor[SimExchangeConfig]):
                 impact=cfg.impact,
             )
             warm_up()
+        self._single_instrument = len(self.ctx.instruments) == 1
         self.order_latency_ns = _ns(cfg.latency_ms) + _ns(cfg.market_data_latency_ms)
         cancel = cfg.latency_ms if cfg.cancel_latency_ms is None else cfg.cancel_latency_ms
         self.cancel_latency_ns = _ns(cancel)
@@ -113,6 +114,11 @@ class SimExchange(Actor[SimExchangeConfig]):
         venue = self.venue
         match msg:
             case QuoteBatch(data=data):
+                if not venue.working and self._single_instrument:
+                    # nothing to match: the book is the batch's last quote
+                    ts, _, _, _, bid, ask, bid_size, ask_size = data[-1].item()
+                    venue.set_book(0, bid, ask, bid_size, ask_size, ts)
+                    return
                 venue.on_quote_batch(
                     data["instrument"],
                     data["bid"],

@@ -341,6 +341,16 @@ class SimulatedVenue:
             self.bid_size[inst] = float(bid_size[row])
             self.ask_size[inst] = float(ask_size[row])
 
+    def set_book(
+        self, instrument: int, bid: float, ask: float, bid_size: float, ask_size: float, ts: int
+    ) -> None:
+        """Take a quote as the book without matching (the caller knows nothing is working)."""
+        self.now = ts
+        self.bid[instrument] = bid
+        self.ask[instrument] = ask
+        self.bid_size[instrument] = bid_size
+        self.ask_size[instrument] = ask_size
+
     def scan(
         self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray, start: int = 0
     ) -> int:
