@@ -175,10 +175,12 @@ class Portfolio:
 
     def mark_batch(self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> None:
         """Mark every tick of a batch, in order; same result as :meth:`mark` per tick."""
-        _mark_batch_kernel(
+        _mark_run(
             instrument_col,
             bid,
             ask,
+            0,
+            len(bid),
             self.qty,
             self.avg,
             self.mult,
@@ -237,56 +239,18 @@ def _decimals(increment: float) -> int:
     return 15
 
 
-@njit(cache=True, nogil=True)
-def _mark_batch_kernel(
-    instrument_col: np.ndarray,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    qty: np.ndarray,
-    avg: np.ndarray,
-    mult: np.ndarray,
-    unrealized: np.ndarray,
-    mark_price: np.ndarray,
-    balance: float,
-    curve: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    peak = curve[0]
-    max_dd = curve[1]
-    max_frac = curve[2]
-    equity = curve[3]
-    m = unrealized.shape[0]
-    for t in range(bid.shape[0]):
-        i = instrument_col[t]
-        mid = (bid[t] + ask[t]) * 0.5
-        mark_price[i] = mid
-        unrealized[i] = qty[i] * (mid - avg[i]) * mult[i]
-        total = 0.0
-        for j in range(m):
-            total += unrealized[j]
-        equity = balance + total
-        if equity > peak:  # noqa: PLR1730
-            peak = equity
-        dd = peak - equity
-        if dd > max_dd:  # noqa: PLR1730
-            max_dd = dd
-        if peak > 0.0 and dd / peak > max_frac:
-            max_frac = dd / peak
-    curve[0] = peak
-    curve[1] = max_dd
-    curve[2] = max_frac
-    curve[3] = equity
-
-
 def warm_up() -> None:
     """Load the compiled kernels now rather than on the first tick. Column views of a batch
     are strided, except in a one-row batch; numba compiles each layout apart."""
     one = np.ones(1)
     for rows in (1, 2):
         batch = np.zeros(rows, dtype=QUOTE_DTYPE)
-        _mark_batch_kernel(
+        _mark_run(
             batch["instrument"],
             batch["bid"],
             batch["ask"],
+            0,
+            rows,
             np.zeros(1),
             np.zeros(1),
             one,
@@ -700,7 +664,8 @@ def _mark_run(
     balance: float,
     curve: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Ticks ``lo`` to ``hi`` of a batch, marked as :func:`_mark_batch_kernel` marks them."""
+    """Mark ticks ``lo`` to ``hi`` of a batch in order, tracking equity's high-water mark
+    and the maximum drawdown: the same arithmetic as :meth:`Portfolio.mark` per tick."""
     peak = curve[0]
     max_dd = curve[1]
     max_frac = curve[2]
@@ -752,7 +717,7 @@ def _mark_sampled_kernel(
     d_equity: np.ndarray,
     start: int,
 ) -> int:  # pragma: no cover - compiled
-    """:func:`_mark_batch_kernel` from tick ``start`` on, recording grid samples and day
+    """:func:`_mark_run` from tick ``start`` on, recording grid samples and day
     closes as :meth:`AccountHistory._cross` does. ``state`` is [samples, days, next grid
     point, next midnight, interval, fills] and is updated. Returns the index of the first
     tick not marked: ``len(ts)``, or earlier when the sample or day columns are full."""
