@@ -19,6 +19,7 @@ import orjson
 
 from adapters import cli_data, cli_sweep
 from adapters.report import metric_rows, progress_for, write_report
+from adapters.tickstore import replay_source
 from engine.backtest import BacktestResult, load_backtest, run_backtest
 from engine.errors import ConfigError, CriticalActorFailed, DataError
 from engine.logs import configure_logging
@@ -110,7 +111,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     _install_event_loop()
     progress = progress_for(system)  # only when stderr is a terminal
     try:
-        result = asyncio.run(run_backtest(system, on_progress=progress))
+        result = asyncio.run(run_backtest(system, replay_source(system), on_progress=progress))
     finally:
         if progress is not None:
             progress.close()

@@ -31,6 +31,7 @@ from adapters.reference_workload import (
     REFERENCE_STEP_NS,
     reference_quotes,
 )
+from adapters.tickstore import replay_source
 from engine.backtest import load_backtest, run_backtest
 from engine.config import load_config
 from engine.errors import ConfigError, TradingdError
@@ -112,6 +113,8 @@ def run_point(task: PointTask) -> PointOutcome:
     try:
         system, config = load_backtest(task.config, overrides=task.overrides)
         source = _source(task.source, config.replay.batch_size)
+        if source is None:
+            source = replay_source(system)
         result = asyncio.run(run_backtest(system, source))
         row = result_row(result)
         return PointOutcome(

@@ -83,12 +83,17 @@ class ReplayConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     per_tick: bool = False
     executor: Literal["inline", "tasks"] = "inline"
     quotes: list[QuoteFileConfig] = []
+    store: str | None = None
+    """A tick store folder (relative to the configuration file) to replay the quotes of
+    every instrument of the run from, instead of ``quotes`` files."""
     start: str | int | None = None
     end: str | int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.store is not None and self.quotes:
+            raise ValueError("replay from `store` or from `quotes` files, not both - at `$.store`")
 
     @property
     def start_ns(self) -> int | None:
