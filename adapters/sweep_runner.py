@@ -32,7 +32,7 @@ from adapters.reference_workload import (
     reference_quotes,
 )
 from adapters.tickstore import replay_source
-from engine.backtest import load_backtest, run_backtest
+from engine.backtest import load_backtest, open_quote_files, run_backtest
 from engine.config import load_config
 from engine.errors import ConfigError, TradingdError
 from engine.logs import configure_logging
@@ -49,7 +49,7 @@ from engine.sweep import (
     stitch,
     walk_forward_windows,
 )
-from engine.ticks import QuoteArray, open_quotes
+from engine.ticks import QuoteArray
 
 __all__ = [
     "DaskRunner",
@@ -378,17 +378,8 @@ def data_span(spec: SweepSpec) -> tuple[int, int]:
     else:
         firsts: list[int] = []
         lasts: list[int] = []
-        base_dir = Path(spec.base).parent
-        for i, qf in enumerate(config.replay.quotes):
-            path = Path(qf.path) if Path(qf.path).is_absolute() else base_dir / qf.path
-            try:
-                ts = open_quotes(path)["ts_event"]
-            except (OSError, ValueError) as exc:
-                raise ConfigError(
-                    f"cannot open tick file {path}: {exc}",
-                    path=f"$.replay.quotes[{i}].path",
-                    file=spec.base,
-                ) from None
+        for arr in open_quote_files(config, Path(spec.base).parent, spec.base):
+            ts = arr["ts_event"]
             if len(ts):
                 firsts.append(int(ts[0]))
                 lasts.append(int(ts[-1]))

@@ -25,7 +25,12 @@ from engine.supervisor import Supervisor
 from engine.ticks import QuoteArray, open_quotes
 from engine.wiring import System
 
-__all__ = ["BacktestResult", "load_backtest", "run_backtest"]
+__all__ = [
+    "BacktestResult",
+    "load_backtest",
+    "open_quote_files",
+    "run_backtest",
+]
 
 
 class BacktestResult(msgspec.Struct, kw_only=True):
@@ -111,27 +116,39 @@ def load_backtest(
     return system, config
 
 
+def open_quote_files(
+    config: SystemConfig, base_dir: Path, file: str | None = None
+) -> list[QuoteArray]:
+    """Memory-map the configured tick files (``replay.quotes``), in order; a relative path
+    is relative to ``base_dir`` (the configuration's folder). An unreadable file fails
+    naming its key."""
+    out: list[QuoteArray] = []
+    for i, qf in enumerate(config.replay.quotes):
+        path = Path(qf.path) if Path(qf.path).is_absolute() else base_dir / qf.path
+        try:
+            out.append(open_quotes(path))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot open tick file {path}: {exc}",
+                path=f"$.replay.quotes[{i}].path",
+                file=file,
+            ) from None
+    return out
+
+
 def _file_source(system: System, chunk_rows: int) -> Iterator[QuoteArray]:
     """The configured tick files merged in time order. With ``replay.start`` / ``end`` only
     the rows in that span are read from each (memory-mapped, time-ordered) file."""
     start, end = system.config.replay.start_ns, system.config.replay.end_ns
     inputs: list[tuple[QuoteArray, int]] = []
-    for i, qf in enumerate(system.config.replay.quotes):
-        p = system.resolve_path(qf.path)
-        try:
-            arr = open_quotes(p)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot open tick file {p}: {exc}",
-                path=f"$.replay.quotes[{i}].path",
-                file=system.file,
-            ) from None
+    files = open_quote_files(system.config, system.base_dir, system.file)
+    for qf, rows in zip(system.config.replay.quotes, files, strict=True):
         if start is not None or end is not None:
-            ts = arr["ts_event"]
+            ts = rows["ts_event"]
             lo = 0 if start is None else int(np.searchsorted(ts, start, side="left"))
-            hi = len(arr) if end is None else int(np.searchsorted(ts, end, side="left"))
-            arr = arr[lo : max(lo, hi)]
-        inputs.append((arr, system.instruments.index(qf.instrument)))
+            hi = len(rows) if end is None else int(np.searchsorted(ts, end, side="left"))
+            rows = rows[lo : max(lo, hi)]  # noqa: PLW2901 - the same file, narrowed
+        inputs.append((rows, system.instruments.index(qf.instrument)))
     return merge_quote_files(inputs, chunk_rows)
 
 

@@ -100,16 +100,21 @@ def check_quotes(quotes: npt.NDArray[Any], policy: ValidationPolicy, label: str)
     return Checked(keep, _count(names), _examples(names, accepted, describe))
 
 
+def _shared_rules(policy: ValidationPolicy, base: TradeRules | BarRules) -> dict[str, Any]:
+    """The rules trades and bars have in common, from an import policy (the defaults of
+    ``base`` where the policy says None)."""
+    return {
+        "absurd_ratio": policy.absurd_ratio or base.absurd_ratio,
+        "spike_window": policy.spike_window or base.spike_window,
+        "spike_min_move": policy.spike_min_move or base.spike_min_move,
+        "spike_sigmas": policy.spike_sigmas or base.spike_sigmas,
+        "spike_revert": base.spike_revert if policy.spike_confirm else None,
+        "stale_after_ns": None if policy.stale_after_s is None else int(policy.stale_after_s * 1e9),
+    }
+
+
 def _trade_rules(policy: ValidationPolicy) -> TradeRules:
-    base = TradeRules()
-    return TradeRules(
-        absurd_ratio=policy.absurd_ratio or base.absurd_ratio,
-        spike_window=policy.spike_window or base.spike_window,
-        spike_min_move=policy.spike_min_move or base.spike_min_move,
-        spike_sigmas=policy.spike_sigmas or base.spike_sigmas,
-        spike_revert=base.spike_revert if policy.spike_confirm else None,
-        stale_after_ns=None if policy.stale_after_s is None else int(policy.stale_after_s * 1e9),
-    )
+    return TradeRules(**_shared_rules(policy, TradeRules()))
 
 
 def bar_rules(policy: ValidationPolicy) -> BarRules:
@@ -117,12 +122,7 @@ def bar_rules(policy: ValidationPolicy) -> BarRules:
     base = BarRules()
     return BarRules(
         max_wick_fraction=policy.max_wick_fraction or base.max_wick_fraction,
-        absurd_ratio=policy.absurd_ratio or base.absurd_ratio,
-        spike_window=policy.spike_window or base.spike_window,
-        spike_min_move=policy.spike_min_move or base.spike_min_move,
-        spike_sigmas=policy.spike_sigmas or base.spike_sigmas,
-        spike_revert=base.spike_revert if policy.spike_confirm else None,
-        stale_after_ns=None if policy.stale_after_s is None else int(policy.stale_after_s * 1e9),
+        **_shared_rules(policy, base),
     )
 
 
