@@ -27,9 +27,11 @@ __all__ = [
     "Alert",
     "AlertLevel",
     "Bar",
+    "BarBatch",
     "CancelOrder",
     "ControlCommand",
     "ControlReply",
+    "CorporateActionEvent",
     "FillEvent",
     "Message",
     "OrderAccepted",
@@ -51,6 +53,7 @@ __all__ = [
     "TargetPosition",
     "TimeInForce",
     "TimerFired",
+    "TradeBatch",
     "TradeTick",
     "TradingState",
     "TradingStateChanged",
@@ -149,6 +152,39 @@ class QuoteBatch(Message, frozen=True, kw_only=True, tag=True):
 
     data: Any  # numpy structured array, QUOTE_DTYPE
     instrument_ids: tuple[str, ...]
+
+
+class TradeBatch(Message, frozen=True, kw_only=True, tag=True):
+    """Consecutive prints as one numpy structured array (``engine.ticks.TRADE_DTYPE``), with
+    the same guarantees as :class:`QuoteBatch`."""
+
+    data: Any  # numpy structured array, TRADE_DTYPE
+    instrument_ids: tuple[str, ...]
+
+
+class BarBatch(Message, frozen=True, kw_only=True, tag=True):
+    """Consecutive bars as one numpy structured array (``engine.ticks.BAR_DTYPE``), with the
+    same guarantees as :class:`QuoteBatch`. A bar's ``ts_event`` is its close time."""
+
+    data: Any  # numpy structured array, BAR_DTYPE
+    instrument_ids: tuple[str, ...]
+
+
+class CorporateActionEvent(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """An instrument goes ex a split and/or a dividend at ``ts_event`` (before the first
+    market data of its ex-date), as a live data vendor announces it.
+
+    ``split_ratio`` and ``dividend_ratio`` multiply earlier prices to put them on the new
+    basis (0.25 for a 4:1 split, 0.995 for a dividend of 0.5 % of the price): what a
+    strategy applies to the history it keeps. A holder's position becomes ``quantity /
+    split_ratio`` units at ``price * split_ratio``, and receives ``dividend`` in cash per
+    unit held *before* the split (the quote currency; 0 for a pure split).
+    """
+
+    instrument_id: str
+    split_ratio: float = 1.0
+    dividend_ratio: float = 1.0
+    dividend: float = 0.0
 
 
 # --- decisions ---------------------------------------------------------------------------
