@@ -1,8 +1,9 @@
 """The replay feed: where replayed ticks enter the actor system.
 
 The replay scheduler hands it batches of stored ticks. It sends them on as they are
-(``QuoteBatch``) or, with ``per_tick``, as one ``QuoteTick`` message per tick: the shape in
-which a live feed delivers them, and the reference that batched replay must match.
+(``QuoteBatch``, ``TradeBatch``, ``BarBatch``) or, with ``per_tick``, as one ``QuoteTick``,
+``TradeTick`` or ``Bar`` message per row: the shape in which a live feed delivers them, and
+the reference that batched replay must match. Corporate actions pass as they come.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
-from engine.messages import QuoteBatch, QuoteTick
+from engine.messages import (
+    Bar,
+    BarBatch,
+    CorporateActionEvent,
+    Message,
+    QuoteBatch,
+    QuoteTick,
+    TradeBatch,
+    TradeTick,
+)
 
 __all__ = ["ReplayFeed", "ReplayFeedConfig"]
 
@@ -27,7 +37,7 @@ class ReplayFeed(Actor[ReplayFeedConfig]):
         self.ticks = 0
         self.per_tick = self.config.per_tick
 
-    def publish(self, batch: QuoteBatch) -> None:
+    def publish(self, batch: Message) -> None:
         """Send a batch of replayed ticks on (called by the replay scheduler, which is
         this feed's source: ticks do not queue in its own inbox)."""
         self.on_message(batch)
@@ -54,8 +64,49 @@ class ReplayFeed(Actor[ReplayFeedConfig]):
                             ts_init=now,
                         ),
                     )
-            case QuoteTick():
+            case TradeBatch(data=data, instrument_ids=ids):
+                self.ticks += len(data)
+                if not self.per_tick:
+                    self.emit("ticks", msg)
+                    return
+                now = self.clock.now()
+                for ts_event, _ts_init, inst, aggressor, price, size in data.tolist():
+                    self.emit(
+                        "ticks",
+                        TradeTick(
+                            instrument_id=ids[inst],
+                            price=price,
+                            size=size,
+                            aggressor=aggressor,
+                            ts_event=ts_event,
+                            ts_init=now,
+                        ),
+                    )
+            case BarBatch(data=data, instrument_ids=ids):
+                self.ticks += len(data)
+                if not self.per_tick:
+                    self.emit("ticks", msg)
+                    return
+                now = self.clock.now()
+                for ts_event, _ts_init, inst, interval, o, h, lo, c, v in data.tolist():
+                    self.emit(
+                        "ticks",
+                        Bar(
+                            instrument_id=ids[inst],
+                            interval_ns=interval,
+                            open=o,
+                            high=h,
+                            low=lo,
+                            close=c,
+                            volume=v,
+                            ts_event=ts_event,
+                            ts_init=now,
+                        ),
+                    )
+            case QuoteTick() | TradeTick() | Bar():
                 self.ticks += 1
+                self.emit("ticks", msg)
+            case CorporateActionEvent():
                 self.emit("ticks", msg)
             case _:
                 self.log.warning("replay feed ignores message", type=type(msg).__name__)

@@ -1,6 +1,9 @@
 """The portfolio: positions, cash, P&L and drawdown of the account, from fills and marks,
 and the account's history over data time (equity samples, day closes, the fill log) for
-the backtest's metrics and report."""
+the backtest's metrics and report.
+
+Quotes mark at the mid, bars at their close. On a corporate action the position is put on
+the new basis and dividends are paid in cash (see ``Portfolio.apply_corporate_action``)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,21 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, ClassVar
 
+import numpy as np
+
 from engine.actor import Actor, ActorConfig
 from engine.clock import NANOS_PER_SECOND
-from engine.messages import OrderFilled, OrderPartiallyFilled, QuoteBatch, QuoteTick
+from engine.messages import (
+    Bar,
+    BarBatch,
+    CorporateActionEvent,
+    OrderFilled,
+    OrderPartiallyFilled,
+    QuoteBatch,
+    QuoteTick,
+)
 from engine.portfolio import AccountHistory, Portfolio, warm_up
+from engine.ticks import QUOTE_DTYPE
 
 __all__ = ["COST_KINDS", "PortfolioActor", "PortfolioConfig"]
 
@@ -77,6 +91,18 @@ class PortfolioActor(Actor[PortfolioConfig]):
             case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask, ts_event=ts):
                 if inst_id in self.ctx.instruments:
                     self.history.mark(self.ctx.instruments.index(inst_id), bid, ask, ts)
+            case BarBatch(data=data, ts_event=last):
+                self.history.mark_batch(_close_marks(data), last)
+            case Bar(instrument_id=inst_id, close=close, ts_event=ts):
+                if inst_id in self.ctx.instruments:
+                    self.history.mark(self.ctx.instruments.index(inst_id), close, close, ts)
+            case CorporateActionEvent(instrument_id=inst_id):
+                if inst_id in self.ctx.instruments:
+                    paid = self.portfolio.apply_corporate_action(
+                        self.ctx.instruments.index(inst_id), msg.split_ratio, msg.dividend
+                    )
+                    if paid:
+                        self.log.info("dividend", instrument=inst_id, cash=paid)
             case OrderFilled() | OrderPartiallyFilled():
                 # booked at the clock's time: in a replay the venue's fill time, and never
                 # before a tick the book has already been marked with
@@ -96,3 +122,14 @@ class PortfolioActor(Actor[PortfolioConfig]):
         history = getattr(self, "history", None)
         if history is not None:
             history.finish(self.clock.now())
+
+
+def _close_marks(bars: np.ndarray) -> np.ndarray:
+    """Bars as the quotes the account is marked with: bid and ask at the close."""
+    marks = np.zeros(len(bars), dtype=QUOTE_DTYPE)
+    marks["ts_event"] = bars["ts_event"]
+    marks["ts_init"] = bars["ts_init"]
+    marks["instrument"] = bars["instrument"]
+    marks["bid"] = bars["close"]
+    marks["ask"] = bars["close"]
+    return marks

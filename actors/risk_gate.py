@@ -11,6 +11,9 @@ from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
 from engine.messages import (
+    Bar,
+    BarBatch,
+    CorporateActionEvent,
     OrderCancelled,
     OrderDenied,
     OrderExpired,
@@ -84,6 +87,18 @@ class RiskGate(Actor[RiskGateConfig]):
             case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask):
                 if inst_id in self.ctx.instruments:
                     risk.on_quote(self.ctx.instruments.index(inst_id), bid, ask)
+            case BarBatch(data=data):  # instruments traded on bars are priced at the close
+                risk.on_quote_batch(data["instrument"], data["close"], data["close"])
+            case Bar(instrument_id=inst_id, close=close):
+                if inst_id in self.ctx.instruments:
+                    risk.on_quote(self.ctx.instruments.index(inst_id), close, close)
+            case CorporateActionEvent(instrument_id=inst_id, split_ratio=ratio):
+                if inst_id in self.ctx.instruments and ratio != 1.0:
+                    i = self.ctx.instruments.index(inst_id)
+                    risk.position[i] = risk.position[i] / ratio
+                    for cid, (inst, leaves) in list(risk.working.items()):
+                        if inst == i:
+                            risk.working[cid] = (inst, leaves / ratio)
             case OrderFilled() | OrderPartiallyFilled():
                 risk.on_fill(msg)
             case OrderRejected() | OrderCancelled() | OrderExpired():

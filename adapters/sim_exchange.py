@@ -9,7 +9,9 @@ Orders and cancels reach the matching engine after their latencies, applied on t
   venue runs on the true market, so an order arrives this much later again.
 
 DAY orders expire at ``day_close`` (``HH:MM`` in ``timezone``). Matching, displayed size,
-stops, time in force and costs are :class:`engine.matching.SimulatedVenue`.
+queue position against prints, fills against bars (``bar_participation`` of each bar's
+volume at most), stops, time in force, splits and costs are
+:class:`engine.matching.SimulatedVenue`.
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from engine.actor import Actor, ActorConfig
 from engine.matching import MarketImpact, SimulatedVenue, VenueCosts, warm_up
 from engine.messages import (
+    Bar,
+    BarBatch,
     CancelOrder,
+    CorporateActionEvent,
     Message,
     OrderRequest,
     QuoteBatch,
     QuoteTick,
     TimeInForce,
     TimerFired,
+    TradeBatch,
+    TradeTick,
 )
+from engine.ticks import BAR_DTYPE, QUOTE_DTYPE, TRADE_DTYPE
 
 __all__ = ["SimExchange", "SimExchangeConfig"]
 
@@ -46,6 +54,8 @@ class SimExchangeConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_f
     costs: VenueCosts = VenueCosts()
     impact: dict[str, MarketImpact] = {}
     """Market impact model per instrument id (none: no impact)."""
+    bar_participation: float = 0.1
+    """The most of a bar's volume our orders may fill in it (instruments traded on bars)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +74,8 @@ class SimExchangeConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_f
                 raise ValueError(
                     f"impact is keyed by instrument id (SYMBOL.VENUE), got {instrument_id!r}"
                 )
+        if not 0.0 < self.bar_participation <= 1.0:
+            raise ValueError(f"bar_participation must be in (0, 1], got {self.bar_participation}")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -91,6 +103,7 @@ class SimExchange(Actor[SimExchangeConfig]):
                 day_close=cfg.day_close,
                 timezone=cfg.timezone,
                 impact=cfg.impact,
+                bar_participation=cfg.bar_participation,
             )
             warm_up()
         self._single_instrument = len(self.ctx.instruments) == 1
@@ -136,6 +149,50 @@ class SimExchange(Actor[SimExchangeConfig]):
                         ts,
                         msg.bid_size,
                         msg.ask_size,
+                    )
+            case TradeBatch(data=data):
+                if venue.working:
+                    venue.on_trade_batch(
+                        data["instrument"],
+                        data["price"],
+                        data["size"],
+                        data["aggressor"],
+                        data["ts_event"],
+                    )
+            case BarBatch(data=data):
+                venue.on_bar_batch(
+                    data["instrument"],
+                    data["open"],
+                    data["high"],
+                    data["low"],
+                    data["close"],
+                    data["volume"],
+                    data["ts_event"],
+                )
+            case TradeTick(instrument_id=inst_id):
+                if inst_id in self.ctx.instruments and venue.working:
+                    venue.on_trade(
+                        self.ctx.instruments.index(inst_id),
+                        msg.price,
+                        msg.size,
+                        msg.aggressor,
+                        msg.ts_event,
+                    )
+            case Bar(instrument_id=inst_id):
+                if inst_id in self.ctx.instruments:
+                    venue.on_bar(
+                        self.ctx.instruments.index(inst_id),
+                        msg.open,
+                        msg.high,
+                        msg.low,
+                        msg.close,
+                        msg.volume,
+                        msg.ts_event,
+                    )
+            case CorporateActionEvent(instrument_id=inst_id):
+                if inst_id in self.ctx.instruments:
+                    venue.on_corporate_action(
+                        self.ctx.instruments.index(inst_id), msg.split_ratio, msg.ts_event
                     )
             case OrderRequest(instrument_id=inst_id):
                 decision_mid = (
@@ -187,4 +244,11 @@ class SimExchange(Actor[SimExchangeConfig]):
         return bool(self.venue.working)
 
     def scan_batch(self, batch: Any, instrument_ids: tuple[str, ...]) -> int:
-        return self.venue.scan(batch["instrument"], batch["bid"], batch["ask"])
+        dtype = batch.dtype
+        if dtype is QUOTE_DTYPE or dtype == QUOTE_DTYPE:
+            return self.venue.scan(batch["instrument"], batch["bid"], batch["ask"])
+        if dtype == TRADE_DTYPE:
+            return self.venue.scan_trades(batch["instrument"], batch["price"], batch["aggressor"])
+        if dtype == BAR_DTYPE:
+            return self.venue.scan_bars(batch["instrument"])
+        return len(batch)

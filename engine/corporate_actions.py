@@ -154,6 +154,14 @@ class CorporateAction(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         """The total multiplier of earlier prices (split and dividend)."""
         return self.split_ratio * self.dividend_ratio
 
+    @property
+    def dividend(self) -> float:
+        """Cash paid per share held before the event, in the price's currency: the part of
+        the reference close that the dividend ratio takes away (0 for a pure split)."""
+        if self.dividend_ratio == 1.0 or not self.reference_price > 0:
+            return 0.0
+        return self.reference_price * (1.0 - self.dividend_ratio)
+
 
 @dataclass(frozen=True, slots=True)
 class FactorTable:
@@ -268,7 +276,7 @@ class FactorTable:
                         last_day_before=from_day_number(int(self.days[i])),
                         split_ratio=split,
                         dividend_ratio=div,
-                        reference_price=float(self.reference_price[i + 1]),
+                        reference_price=float(self.reference_price[i]),
                     )
                 )
         return out

@@ -14,6 +14,29 @@ Fills
   does; it then works as a market order (STOP) or a limit order (STOP_LIMIT) that has just
   arrived.
 
+Queue position (prints)
+- A resting limit order joins the queue at its price behind what is displayed there: the
+  bid size if a buy joins the bid, nothing if it improves on it; behind the touch the
+  queue cannot be seen, and is taken from the first quote that shows the level at the
+  touch. The queue ahead shrinks when a quote shows less at the level (risk averse: we
+  assume the cancels were ahead of us) and is gone when the touch moves away through our
+  price (everyone ahead has left the level).
+- A print at our price by the other side (a seller's print for our buy; a print without
+  aggressor counts for both sides) first clears the queue ahead of us; only what is left
+  of it fills us, at our price. A print through our price fills us for up to its size:
+  the level was taken out. No fill at a price that did not trade or was not quoted.
+
+Bars (an instrument with bars and no quotes)
+- An order decided on a bar works from the next bar of its instrument: a market order
+  fills at the bar's open, a buy limit at the open if it opened below the limit or else at
+  the limit if the low reached it (sells alike), a buy stop triggers if the high reaches
+  the stop and fills at the later of the stop and the open. Each bar fills at most
+  ``bar_participation`` of its volume across our orders; the rest works on later bars.
+
+Corporate actions
+- On a split, working orders of the instrument are put on the new basis: quantities
+  divided by the split ratio (down to the lot), limit and stop prices multiplied by it.
+
 Time in force
 - GTC works until filled or cancelled. DAY expires at the venue's session close
   (``day_close`` in ``timezone``), through a timer the venue's actor sets.
@@ -60,7 +83,7 @@ from engine.messages import (
     Side,
     TimeInForce,
 )
-from engine.ticks import QUOTE_DTYPE
+from engine.ticks import QUOTE_DTYPE, TRADE_DTYPE
 
 __all__ = [
     "CommissionSchedule",
@@ -179,6 +202,7 @@ class _Working:
         "limit",
         "maker",
         "order",
+        "queue_ahead",
         "stop",
         "venue_order_id",
     )
@@ -203,6 +227,8 @@ class _Working:
         self.maker = False  # resting: fills at its own price
         self.expire_ts: int | None = None
         self.decision_mid = decision_mid
+        # a resting limit's queue ahead of it at its price (units); NaN: not seen yet
+        self.queue_ahead = math.nan
 
 
 class SimulatedVenue:
@@ -219,8 +245,12 @@ class SimulatedVenue:
         day_close: str = "00:00",
         timezone: str = "UTC",
         impact: dict[str, MarketImpact] | None = None,
+        bar_participation: float = 0.1,
     ) -> None:
+        if not (0.0 < bar_participation <= 1.0):
+            raise ValueError(f"bar_participation must be in (0, 1], got {bar_participation}")
         self.name = name
+        self.bar_participation = bar_participation
         self.instruments = instruments
         self.costs = costs
         self.currency = currency
@@ -247,6 +277,14 @@ class SimulatedVenue:
         self.sell_cross = np.full(n, np.inf)
         self.buy_stop = np.full(n, np.inf)
         self.sell_stop = np.full(n, -np.inf)
+        # resting limits (makers) per instrument, in arrival order, and the highest resting
+        # buy and lowest resting sell price: what a print must reach to matter
+        self.makers: list[list[_Working]] = [[] for _ in range(n)]
+        self.buy_rest = np.full(n, -np.inf)
+        self.sell_rest = np.full(n, np.inf)
+        # working orders per instrument, and the last bar's close (bar-driven instruments)
+        self.n_working = np.zeros(n, dtype=np.int64)
+        self.bar_close = [math.nan] * n
         self._order_seq = 0
         self._trade_seq = 0
         self.now = 0
@@ -273,6 +311,14 @@ class SimulatedVenue:
         self.ask[instrument] = ask
         self.bid_size[instrument] = bid_size
         self.ask_size[instrument] = ask_size
+        if self.makers[instrument]:
+            self._queue_on_quotes(
+                instrument,
+                np.array([bid]),
+                np.array([ask]),
+                np.array([bid_size]),
+                np.array([ask_size]),
+            )
         if (
             ask > self.buy_cross[instrument]
             and bid < self.sell_cross[instrument]
@@ -300,6 +346,7 @@ class SimulatedVenue:
             if k >= n:
                 break
             self._set_quotes(instrument_col, bid, ask, bid_size, ask_size, start, k)
+            self._queue_on_batch(instrument_col, bid, ask, bid_size, ask_size, start, k)
             self.on_quote(
                 int(instrument_col[k]),
                 float(bid[k]),
@@ -311,7 +358,59 @@ class SimulatedVenue:
             start = k + 1
         if start < n:
             self._set_quotes(instrument_col, bid, ask, bid_size, ask_size, start, n)
+            self._queue_on_batch(instrument_col, bid, ask, bid_size, ask_size, start, n)
             self.now = int(ts[-1])
+
+    def _queue_on_batch(
+        self,
+        instrument_col: np.ndarray,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        bid_size: np.ndarray,
+        ask_size: np.ndarray,
+        start: int,
+        end: int,
+    ) -> None:
+        """Queue positions after quotes ``start:end``, as if seen one at a time."""
+        if end <= start:
+            return
+        single = len(self.makers) == 1
+        for i, makers in enumerate(self.makers):
+            if not makers:
+                continue
+            if single:
+                rows = slice(start, end)
+                self._queue_on_quotes(i, bid[rows], ask[rows], bid_size[rows], ask_size[rows])
+                continue
+            idx = start + np.flatnonzero(instrument_col[start:end] == i)
+            if len(idx):
+                self._queue_on_quotes(i, bid[idx], ask[idx], bid_size[idx], ask_size[idx])
+
+    def _queue_on_quotes(
+        self,
+        instrument: int,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        bid_size: np.ndarray,
+        ask_size: np.ndarray,
+    ) -> None:
+        """What quotes of ``instrument``, in order, tell each resting limit of its queue.
+        The order of the quotes does not change the result: a level seen with less
+        lowers the queue to that (the least wins), a touch away through our price empties
+        it for good, and the first sight of the level sets an unseen queue."""
+        for w in self.makers[instrument]:
+            q = w.queue_ahead
+            if q == 0.0:
+                continue
+            px, size = (bid, bid_size) if w.is_buy else (ask, ask_size)
+            through = px < w.limit if w.is_buy else px > w.limit
+            if through.any():
+                w.queue_ahead = 0.0
+                continue
+            at = px == w.limit
+            if at.any():
+                shown = max(float(size[at].min()), 0.0)
+                w.queue_ahead = shown if math.isnan(q) else min(q, shown)
 
     def _set_quotes(
         self,
@@ -371,10 +470,228 @@ class SimulatedVenue:
             )
         )
 
+    def on_trade(self, instrument: int, price: float, size: float, aggressor: int, ts: int) -> None:
+        """A print: it fills resting limits whose queue it clears (see module docstring)."""
+        self.now = ts
+        makers = self.makers[instrument]
+        if not makers:
+            return
+        inst = self.instruments.at(instrument)
+        taken = 0.0  # of this print, by our orders already
+        done = False
+        for w in list(makers):
+            if w.is_buy:
+                if aggressor > 0 or price > w.limit:
+                    continue
+            elif aggressor < 0 or price < w.limit:
+                continue
+            if price == w.limit:
+                q = w.queue_ahead
+                if math.isnan(q):  # the level was never seen at the touch
+                    continue
+                left = size - taken - q
+                w.queue_ahead = max(0.0, q - size)
+            else:  # traded through our price: the level is gone
+                left = size - taken
+                w.queue_ahead = 0.0
+            if left <= 0:
+                continue
+            qty = _floor_to_lot(min(w.leaves, left), inst.size_increment)
+            if qty <= 0:
+                continue
+            taken += qty
+            self._trade(w, qty, w.limit, ts, mid=self.mid(instrument))
+            if w.leaves <= 0:
+                self.working.pop(w.order.client_order_id, None)
+                done = True
+        if done:
+            self._refresh(instrument)
+
+    def on_trade_batch(
+        self,
+        instrument_col: np.ndarray,
+        price: np.ndarray,
+        size: np.ndarray,
+        aggressor: np.ndarray,
+        ts: np.ndarray,
+    ) -> None:
+        """Prints in order, exactly as :meth:`on_trade` one at a time."""
+        n = len(price)
+        start = 0
+        while start < n:
+            k = self.scan_trades(instrument_col, price, aggressor, start)
+            if k >= n:
+                break
+            self.on_trade(
+                int(instrument_col[k]),
+                float(price[k]),
+                float(size[k]),
+                int(aggressor[k]),
+                int(ts[k]),
+            )
+            start = k + 1
+        if n:
+            self.now = int(ts[-1])
+
+    def scan_trades(
+        self, instrument_col: np.ndarray, price: np.ndarray, aggressor: np.ndarray, start: int = 0
+    ) -> int:
+        """Index of the first print (from ``start``) at or through a resting limit's price
+        (it may fill it, or move its queue), else ``len(price)``."""
+        if not self.working:
+            return len(price)
+        return int(
+            _first_print(instrument_col, price, aggressor, self.buy_rest, self.sell_rest, start)
+        )
+
+    # --- bars ----------------------------------------------------------------------------
+
+    def bar_driven(self, instrument: int) -> bool:
+        """Whether orders in ``instrument`` fill against bars: it has bars and no quotes."""
+        return not math.isfinite(self.bid[instrument]) and not math.isnan(
+            self.bar_close[instrument]
+        )
+
+    def on_bar(
+        self,
+        instrument: int,
+        o: float,
+        h: float,
+        lo: float,
+        c: float,
+        volume: float,
+        ts: int,
+    ) -> None:
+        """A bar closed at ``ts``: working orders of its instrument trade within it."""
+        self.now = ts
+        if self.n_working[instrument] and not math.isfinite(self.bid[instrument]):
+            self._match_bar(instrument, o, h, lo, volume, ts)
+        self.bar_close[instrument] = c
+
+    def _match_bar(
+        self, instrument: int, o: float, h: float, lo: float, volume: float, ts: int
+    ) -> None:
+        inst = self.instruments.at(instrument)
+        cap = self.bar_participation * volume
+        used = 0.0
+        changed = False
+        for w in [w for w in self.working.values() if w.instrument == instrument]:
+            if w.stop is not None:
+                hit = h >= w.stop if w.is_buy else lo <= w.stop
+                if not hit:
+                    continue
+                trigger = max(o, w.stop) if w.is_buy else min(o, w.stop)
+                w.stop = None  # triggered: a market or limit order from here on
+                changed = True
+                if (w.is_buy and trigger > w.limit) or (not w.is_buy and trigger < w.limit):
+                    # a stop-limit whose limit the market gapped past: it rests at its limit
+                    w.maker = True
+                    continue
+                price, maker = trigger, False
+            elif w.is_buy:
+                if o <= w.limit:
+                    price, maker = o, False
+                elif lo <= w.limit:
+                    price, maker = w.limit, True
+                else:
+                    continue
+            elif o >= w.limit:
+                price, maker = o, False
+            elif h >= w.limit:
+                price, maker = w.limit, True
+            else:
+                continue
+            qty = _floor_to_lot(min(w.leaves, cap - used), inst.size_increment)
+            if qty <= 0:
+                continue
+            used += qty
+            w.maker = maker
+            # measured against the price the decision saw (the previous close)
+            self._trade(w, qty, price, ts, mid=price)
+            if w.leaves <= 0:
+                self.working.pop(w.order.client_order_id, None)
+                changed = True
+        if changed:
+            self._refresh(instrument)
+
+    def on_bar_batch(
+        self,
+        instrument_col: np.ndarray,
+        o: np.ndarray,
+        h: np.ndarray,
+        lo: np.ndarray,
+        c: np.ndarray,
+        volume: np.ndarray,
+        ts: np.ndarray,
+    ) -> None:
+        """Bars in order, exactly as :meth:`on_bar` one at a time."""
+        n = len(c)
+        start = 0
+        while start < n:
+            k = self.scan_bars(instrument_col, start)
+            self._set_closes(instrument_col, c, start, k)
+            if k >= n:
+                break
+            self.on_bar(
+                int(instrument_col[k]),
+                float(o[k]),
+                float(h[k]),
+                float(lo[k]),
+                float(c[k]),
+                float(volume[k]),
+                int(ts[k]),
+            )
+            start = k + 1
+        if n:
+            self.now = int(ts[-1])
+
+    def _set_closes(self, instrument_col: np.ndarray, c: np.ndarray, start: int, end: int) -> None:
+        if end <= start:
+            return
+        seen, first = np.unique(instrument_col[start:end][::-1], return_index=True)
+        for inst, row in zip(seen.tolist(), (end - 1 - first).tolist(), strict=True):
+            self.bar_close[inst] = float(c[row])
+
+    def scan_bars(self, instrument_col: np.ndarray, start: int = 0) -> int:
+        """Index of the first bar (from ``start``) of an instrument with working orders,
+        else ``len(instrument_col)``."""
+        n = len(instrument_col)
+        if not self.working or start >= n:
+            return n
+        hits = np.flatnonzero(self.n_working[instrument_col[start:]] > 0)
+        return start + int(hits[0]) if len(hits) else n
+
+    # --- corporate actions ---------------------------------------------------------------
+
+    def on_corporate_action(self, instrument: int, split_ratio: float, ts: int) -> None:
+        """Put working orders of ``instrument`` on the basis after a split."""
+        self.now = ts
+        if split_ratio == 1.0:
+            return
+        inst = self.instruments.at(instrument)
+        if not math.isnan(self.bar_close[instrument]):
+            self.bar_close[instrument] *= split_ratio
+        for w in self.working.values():
+            if w.instrument != instrument:
+                continue
+            w.leaves = _floor_to_lot(w.leaves / split_ratio, inst.size_increment)
+            if math.isfinite(w.limit):
+                w.limit = inst.round_price(w.limit * split_ratio)
+            if w.stop is not None:
+                w.stop = inst.round_price(w.stop * split_ratio)
+            if not math.isnan(w.queue_ahead):
+                w.queue_ahead /= split_ratio
+            w.decision_mid *= split_ratio
+        self._refresh(instrument)
+
     # --- orders --------------------------------------------------------------------------
 
     def mid(self, instrument: int) -> float:
-        return (self.bid[instrument] + self.ask[instrument]) * 0.5
+        """The quote's mid, or the last bar's close for an instrument without quotes."""
+        mid = (self.bid[instrument] + self.ask[instrument]) * 0.5
+        if math.isnan(mid):  # no quote
+            return self.bar_close[instrument]
+        return mid
 
     def submit(self, order: OrderRequest, ts: int, decision_mid: float | None = None) -> None:
         """An order arrives at the matching engine at ``ts``. ``decision_mid`` is the mid
@@ -399,8 +716,10 @@ class SimulatedVenue:
         ):
             self._reject(order, ts, f"a {kind.value} order needs a positive stop price")
             return
-        if kind is OrderType.MARKET and not math.isfinite(
-            self.ask[i] if order.side is Side.BUY else self.bid[i]
+        if (
+            kind is OrderType.MARKET
+            and not math.isfinite(self.ask[i] if order.side is Side.BUY else self.bid[i])
+            and not self.bar_driven(i)
         ):
             self._reject(order, ts, f"no market in {inst_id} yet")
             return
@@ -453,7 +772,21 @@ class SimulatedVenue:
             self._expire(w, ts, f"{tif.value}: the rest could not trade on arrival")
             return
         w.maker = order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        if w.maker:
+            w.queue_ahead = self._join_queue(w)
         self._rest(w)
+
+    def _join_queue(self, w: _Working) -> float:
+        """The queue ahead of a limit order that starts resting now."""
+        i = w.instrument
+        touch = self.bid[i] if w.is_buy else self.ask[i]
+        if not math.isfinite(touch):
+            return math.nan
+        if (w.limit > touch) if w.is_buy else (w.limit < touch):
+            return 0.0  # it improves on the touch: first in its own level
+        if w.limit == touch:
+            return max(float(self.bid_size[i] if w.is_buy else self.ask_size[i]), 0.0)
+        return math.nan  # behind the touch: not visible in top-of-book data
 
     def cancel(self, request: CancelOrder, ts: int) -> bool:
         """Cancel a working order; a cancel for one that is not working (filled, expired,
@@ -548,7 +881,9 @@ class SimulatedVenue:
                 self.working.pop(w.order.client_order_id, None)
         self._refresh(instrument)
 
-    def _trade(self, w: _Working, qty: float, price: float, ts: int) -> None:
+    def _trade(
+        self, w: _Working, qty: float, price: float, ts: int, mid: float | None = None
+    ) -> None:
         order = w.order
         i = w.instrument
         inst = self.instruments.at(i)
@@ -566,7 +901,8 @@ class SimulatedVenue:
         mult = inst.multiplier
         # a taker is measured against the book it hit; a maker against the book it rested
         # in (the quote that crossed it has already moved through its price)
-        mid = self.prev_mid[i] if w.maker else self.mid(i)
+        if mid is None:
+            mid = self.prev_mid[i] if w.maker else self.mid(i)
         spread_cost = (price - mid) * sign * qty * mult if not math.isnan(mid) else 0.0
         decision = w.decision_mid
         slippage = (mid - decision) * sign * qty * mult if not math.isnan(decision) else 0.0
@@ -646,22 +982,63 @@ class SimulatedVenue:
     def _refresh(self, instrument: int) -> None:
         buy_cross, sell_cross = -math.inf, math.inf
         buy_stop, sell_stop = math.inf, -math.inf
+        buy_rest, sell_rest = -math.inf, math.inf
+        makers: list[_Working] = []
+        count = 0
         for w in self.working.values():
             if w.instrument != instrument:
                 continue
+            count += 1
             if w.stop is not None:
                 if w.is_buy:
                     buy_stop = min(buy_stop, w.stop)
                 else:
                     sell_stop = max(sell_stop, w.stop)
-            elif w.is_buy:
+                continue
+            if w.is_buy:
                 buy_cross = max(buy_cross, w.limit)
             else:
                 sell_cross = min(sell_cross, w.limit)
+            if w.maker:
+                makers.append(w)
+                if w.is_buy:
+                    buy_rest = max(buy_rest, w.limit)
+                else:
+                    sell_rest = min(sell_rest, w.limit)
         self.buy_cross[instrument] = buy_cross
         self.sell_cross[instrument] = sell_cross
         self.buy_stop[instrument] = buy_stop
         self.sell_stop[instrument] = sell_stop
+        self.buy_rest[instrument] = buy_rest
+        self.sell_rest[instrument] = sell_rest
+        self.makers[instrument] = makers
+        self.n_working[instrument] = count
+
+
+def _floor_to_lot(qty: float, increment: float) -> float:
+    """``qty`` down to a whole number of lots (never up: we cannot fill what was not
+    there), on the lot grid."""
+    lots = math.floor(qty / increment + 1e-9)
+    return round(lots * increment, 12) if lots > 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _first_print(
+    instrument_col: np.ndarray,
+    price: np.ndarray,
+    aggressor: np.ndarray,
+    buy_rest: np.ndarray,
+    sell_rest: np.ndarray,
+    start: int,
+) -> int:  # pragma: no cover - compiled
+    for t in range(start, price.shape[0]):
+        i = instrument_col[t]
+        if (aggressor[t] <= 0 and price[t] <= buy_rest[i]) or (
+            aggressor[t] >= 0 and price[t] >= sell_rest[i]
+        ):
+            return t
+    n: int = price.shape[0]
+    return n
 
 
 @njit(cache=True, nogil=True)
@@ -702,4 +1079,8 @@ def warm_up() -> None:
             np.full(1, np.inf),
             np.full(1, -np.inf),
             0,
+        )
+        t = np.zeros(rows, dtype=TRADE_DTYPE)
+        _first_print(
+            t["instrument"], t["price"], t["aggressor"], np.full(1, -np.inf), np.full(1, np.inf), 0
         )

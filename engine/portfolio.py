@@ -94,6 +94,7 @@ class Portfolio:
         self.traded_notional = 0.0
         # [peak equity, max drawdown (money), max drawdown (fraction of peak), last equity]
         self.curve = np.array([starting_balance, 0.0, 0.0, starting_balance], dtype=np.float64)
+        self.dividends = 0.0  # cash received (paid, if short) on ex-dates
 
     # --- fills ---------------------------------------------------------------------------
 
@@ -143,6 +144,31 @@ class Portfolio:
             self.unrealized[i] = 0.0
             self._equity_point()
         return realized
+
+    def apply_corporate_action(
+        self, instrument_index: int, split_ratio: float, dividend: float
+    ) -> float:
+        """An instrument goes ex a split and/or dividend: the position is put on the new
+        basis (``qty / split_ratio`` units at ``avg * split_ratio``; its value and P&L do
+        not change) and ``dividend`` per unit held before it is paid in cash (charged, for
+        a short). Returns the cash paid."""
+        i = instrument_index
+        pos = float(self.qty[i])
+        cash = pos * dividend * float(self.mult[i])
+        if split_ratio != 1.0 and pos != 0.0:
+            lot = self._lot[i]
+            new = round(round(pos / split_ratio / lot) * lot, self._lot_digits[i]) + 0.0
+            self.qty[i] = new
+            self.avg[i] = float(self.avg[i]) * pos / new if new else 0.0
+        if split_ratio != 1.0 and not math.isnan(float(self.mark_price[i])):
+            self.mark_price[i] = float(self.mark_price[i]) * split_ratio
+        if cash:
+            self.balance += cash
+            self.dividends += cash
+        mark = float(self.mark_price[i])
+        if not math.isnan(mark):
+            self._mark_one(i, mark)
+        return cash
 
     # --- marks ---------------------------------------------------------------------------
 

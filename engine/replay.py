@@ -26,26 +26,54 @@ from engine.actor import Actor
 from engine.clock import ReplayClock
 from engine.dispatch import InlineDispatcher
 from engine.mailbox import Quiescence
-from engine.messages import QuoteBatch
-from engine.ticks import QUOTE_DTYPE, QuoteArray
+from engine.messages import BarBatch, CorporateActionEvent, Message, QuoteBatch, TradeBatch
+from engine.ticks import ACTION_DTYPE, BAR_DTYPE, QUOTE_DTYPE, TRADE_DTYPE, QuoteArray
 
 __all__ = [
     "ChunkedQuoteSource",
+    "ChunkedSource",
+    "MergedSource",
     "ReplayScheduler",
     "merge_quote_files",
     "merge_tick_arrays",
 ]
 
-Preview = Callable[[QuoteArray], tuple[np.ndarray, int]]
-"""Which ticks of a window would pass validation, and how many would not."""
+Preview = Callable[[np.ndarray], tuple[np.ndarray, int]]
+"""Which rows of a window (quotes, trades or bars) would pass validation, and how many
+would not."""
+
+_BATCH_TYPES: dict[np.dtype[Any], type[QuoteBatch] | type[TradeBatch] | type[BarBatch]] = {
+    QUOTE_DTYPE: QuoteBatch,
+    TRADE_DTYPE: TradeBatch,
+    BAR_DTYPE: BarBatch,
+}
 
 
-class ChunkedQuoteSource:
-    """Quote ticks in time order, read chunk by chunk so memory stays flat."""
+def corporate_action_events(
+    rows: np.ndarray, instrument_ids: tuple[str, ...]
+) -> list[CorporateActionEvent]:
+    """The messages of ``ACTION_DTYPE`` rows."""
+    return [
+        CorporateActionEvent(
+            instrument_id=instrument_ids[inst],
+            split_ratio=split,
+            dividend_ratio=div_ratio,
+            dividend=dividend,
+            ts_event=ts_event,
+            ts_init=ts_init,
+        )
+        for ts_event, ts_init, inst, split, div_ratio, dividend in rows.tolist()
+    ]
 
-    def __init__(self, chunks: Iterator[QuoteArray]) -> None:
+
+class ChunkedSource:
+    """Rows of one dtype (quotes, trades, bars or corporate actions) in time order, read
+    chunk by chunk so memory stays flat."""
+
+    def __init__(self, chunks: Iterator[np.ndarray], dtype: np.dtype[Any] = QUOTE_DTYPE) -> None:
         self._chunks = chunks
-        self._chunk: QuoteArray = np.empty(0, dtype=QUOTE_DTYPE)
+        self.dtype = dtype
+        self._chunk: np.ndarray = np.empty(0, dtype=dtype)
         self._pos = 0
         self._exhausted = False
         self.released = 0
@@ -55,10 +83,10 @@ class ChunkedQuoteSource:
             nxt = next(self._chunks, None)
             if nxt is None:
                 self._exhausted = True
-                self._chunk = np.empty(0, dtype=QUOTE_DTYPE)
+                self._chunk = np.empty(0, dtype=self.dtype)
             else:
-                if nxt.dtype != QUOTE_DTYPE:
-                    raise TypeError(f"quote source gave dtype {nxt.dtype}")
+                if nxt.dtype != self.dtype:
+                    raise TypeError(f"a {self.dtype} source gave dtype {nxt.dtype}")
                 self._chunk = nxt
             self._pos = 0
 
@@ -67,8 +95,15 @@ class ChunkedQuoteSource:
         self._fill()
         return self._exhausted and self._pos >= len(self._chunk)
 
-    def window(self, max_n: int, before: int | None) -> QuoteArray:
-        """Up to ``max_n`` of the next ticks, all with ``ts_event < before``."""
+    def head_ts(self) -> int | None:
+        """``ts_event`` of the next row, None when there is none."""
+        self._fill()
+        if self._pos >= len(self._chunk):
+            return None
+        return int(self._chunk["ts_event"][self._pos])
+
+    def window(self, max_n: int, before: int | None) -> np.ndarray:
+        """Up to ``max_n`` of the next rows, all with ``ts_event < before``."""
         self._fill()
         chunk = self._chunk
         end = min(len(chunk), self._pos + max_n)
@@ -80,6 +115,57 @@ class ChunkedQuoteSource:
     def advance(self, n: int) -> None:
         self._pos += n
         self.released += n
+
+
+ChunkedQuoteSource = ChunkedSource
+
+
+class MergedSource:
+    """Several :class:`ChunkedSource` streams (say corporate actions, quotes, trades, bars)
+    released as one time-ordered sequence of single-dtype windows.
+
+    A window comes from the stream whose next row is earliest and ends before the next
+    row of any other stream, so every row keeps its place in time. Rows at the same
+    ``ts_event`` go in the order the streams are given: corporate actions before the
+    market data of their day, quotes before the trades stamped with them.
+    """
+
+    def __init__(self, sources: Sequence[ChunkedSource]) -> None:
+        if not sources:
+            raise ValueError("a merged source needs at least one stream")
+        self.sources = list(sources)
+        self._current = self.sources[0]
+
+    @property
+    def released(self) -> int:
+        return sum(s.released for s in self.sources)
+
+    @property
+    def exhausted(self) -> bool:
+        return all(s.exhausted for s in self.sources)
+
+    def window(self, max_n: int, before: int | None) -> np.ndarray:
+        heads = [s.head_ts() for s in self.sources]
+        best = -1
+        for k, ts in enumerate(heads):
+            if ts is not None and (best < 0 or ts < heads[best]):  # type: ignore[operator]
+                best = k
+        if best < 0:
+            return self.sources[0].window(max_n, before)
+        limit = before
+        for k, ts in enumerate(heads):
+            if k == best or ts is None:
+                continue
+            # an earlier stream goes first at equal times, a later one after
+            bound = ts if k < best else ts + 1
+            if limit is None or bound < limit:
+                limit = bound
+        self._current = self.sources[best]
+        return self._current.window(max_n, limit)
+
+    def advance(self, n: int) -> None:
+        """Release the first ``n`` rows of the last window."""
+        self._current.advance(n)
 
 
 def merge_quote_files(
@@ -143,7 +229,7 @@ class ReplayScheduler:
         *,
         clock: ReplayClock,
         quiescence: Quiescence,
-        source: ChunkedQuoteSource,
+        source: ChunkedSource | MergedSource,
         feed: Actor[Any],
         instrument_ids: tuple[str, ...],
         preview: Preview | None = None,
@@ -232,6 +318,7 @@ class ReplayScheduler:
         on_progress = self.on_progress
         progress_at = 1 if on_progress is not None else 2**63 - 1
         dispatcher = self.dispatcher
+        quote_dtype = QUOTE_DTYPE
         while True:
             if dispatcher is not None:
                 dispatcher.run_until_quiet()
@@ -244,8 +331,15 @@ class ReplayScheduler:
                     return
                 self.timers_fired += clock.fire_next()
                 continue
-            n = 1 if self.per_tick else self._cut(window)
-            batch = window[:n]
+            dtype = window.dtype
+            is_action = dtype is not quote_dtype and dtype == ACTION_DTYPE
+            if is_action:
+                # corporate actions: one message each, all of the window at once
+                n = len(window)
+                batch = window
+            else:
+                n = 1 if self.per_tick else self._cut(window)
+                batch = window[:n]
             source.advance(n)
             ts = int(batch["ts_event"][n - 1])
             clock.set_time(ts)
@@ -254,10 +348,18 @@ class ReplayScheduler:
             if self.ticks_released >= progress_at and on_progress is not None:
                 progress_at = self.ticks_released + self.progress_every
                 on_progress(self.ticks_released)
-            msg = QuoteBatch(data=batch, instrument_ids=ids, ts_event=ts, ts_init=ts)
-            if publish is None:
-                feed.inbox.put_nowait(msg)
+            msgs: list[Message]
+            if dtype is quote_dtype:
+                msgs = [QuoteBatch(data=batch, instrument_ids=ids, ts_event=ts, ts_init=ts)]
+            elif is_action:
+                msgs = list(corporate_action_events(batch, ids))
             else:
+                batch_type = _BATCH_TYPES[dtype]
+                msgs = [batch_type(data=batch, instrument_ids=ids, ts_event=ts, ts_init=ts)]
+            for msg in msgs:
+                if publish is None:
+                    feed.inbox.put_nowait(msg)
+                    continue
                 publish(msg)
                 if feed._staged:
                     if dispatcher is not None:

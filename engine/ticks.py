@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ACTION_DTYPE",
     "BAR_DTYPE",
     "DAILY_NS",
     "QUOTE_DTYPE",
@@ -79,6 +80,18 @@ BAR_DTYPE = np.dtype(
 """An OHLCV bar (68 bytes a row). ``ts_event`` is the bar's close time, so a replay releases
 a bar only once all of it could have been seen; the bar covers ``[ts_event - interval_ns,
 ts_event)`` for time bars. ``volume`` is in the instrument's quantity unit."""
+
+ACTION_DTYPE = np.dtype(
+    [
+        ("ts_event", np.int64),  # when the action is in force: before its ex-date's data
+        ("ts_init", np.int64),
+        ("instrument", np.uint32),
+        ("split_ratio", np.float64),  # multiplies earlier prices: 0.25 for a 4:1 split
+        ("dividend_ratio", np.float64),  # multiplies earlier prices for a dividend
+        ("dividend", np.float64),  # cash per unit held before the action
+    ]
+)
+"""Corporate actions as a replay stream (see ``engine.messages.CorporateActionEvent``)."""
 
 DAILY_NS = 86_400_000_000_000
 """``interval_ns`` of a daily bar (a session, whatever its length)."""

@@ -119,6 +119,8 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
         return self.wired("orders")
 
     def scan_batch(self, batch: np.ndarray, instrument_ids: tuple[str, ...]) -> int:
+        if batch.dtype is not QUOTE_DTYPE and batch.dtype != QUOTE_DTYPE:
+            return len(batch)  # prints and bars: this strategy trades on quotes only
         return self.signal.run(
             batch["instrument"],
             batch["bid"],
