@@ -20,9 +20,9 @@ from engine.config import SystemConfig, load_config
 from engine.dispatch import InlineDispatcher
 from engine.errors import ConfigError, CriticalActorFailed, WiringError
 from engine.performance import DailyEquity, EquityCurve, Performance, TradeLog, analyse
-from engine.replay import ChunkedQuoteSource, ReplayScheduler, merge_quote_files
+from engine.replay import ChunkedSource, MergedSource, ReplayScheduler, merge_tick_arrays
 from engine.supervisor import Supervisor
-from engine.ticks import QuoteArray, open_quotes
+from engine.ticks import QUOTE_DTYPE, TRADE_DTYPE, QuoteArray, open_quotes, open_trades
 from engine.wiring import System
 
 __all__ = [
@@ -117,39 +117,49 @@ def load_backtest(
 
 
 def open_quote_files(
-    config: SystemConfig, base_dir: Path, file: str | None = None
-) -> list[QuoteArray]:
-    """Memory-map the configured tick files (``replay.quotes``), in order; a relative path
-    is relative to ``base_dir`` (the configuration's folder). An unreadable file fails
-    naming its key."""
-    out: list[QuoteArray] = []
-    for i, qf in enumerate(config.replay.quotes):
+    config: SystemConfig, base_dir: Path, file: str | None = None, *, key: str = "quotes"
+) -> list[np.ndarray]:
+    """Memory-map the configured tick files (``replay.quotes``, or ``replay.trades`` with
+    ``key="trades"``), in order; a relative path is relative to ``base_dir`` (the
+    configuration's folder). An unreadable file fails naming its key."""
+    opener = open_trades if key == "trades" else open_quotes
+    out: list[np.ndarray] = []
+    for i, qf in enumerate(getattr(config.replay, key)):
         path = Path(qf.path) if Path(qf.path).is_absolute() else base_dir / qf.path
         try:
-            out.append(open_quotes(path))
+            out.append(opener(path))
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot open tick file {path}: {exc}",
-                path=f"$.replay.quotes[{i}].path",
+                path=f"$.replay.{key}[{i}].path",
                 file=file,
             ) from None
     return out
 
 
-def _file_source(system: System, chunk_rows: int) -> Iterator[QuoteArray]:
-    """The configured tick files merged in time order. With ``replay.start`` / ``end`` only
-    the rows in that span are read from each (memory-mapped, time-ordered) file."""
+def _file_source(system: System, chunk_rows: int) -> ChunkedSource | MergedSource:
+    """The configured tick files merged in time order: quotes, and prints if any (at equal
+    times a quote goes before a print). With ``replay.start`` / ``end`` only the rows in
+    that span are read from each (memory-mapped, time-ordered) file."""
     start, end = system.config.replay.start_ns, system.config.replay.end_ns
-    inputs: list[tuple[QuoteArray, int]] = []
-    files = open_quote_files(system.config, system.base_dir, system.file)
-    for qf, rows in zip(system.config.replay.quotes, files, strict=True):
-        if start is not None or end is not None:
-            ts = rows["ts_event"]
-            lo = 0 if start is None else int(np.searchsorted(ts, start, side="left"))
-            hi = len(rows) if end is None else int(np.searchsorted(ts, end, side="left"))
-            rows = rows[lo : max(lo, hi)]  # noqa: PLW2901 - the same file, narrowed
-        inputs.append((rows, system.instruments.index(qf.instrument)))
-    return merge_quote_files(inputs, chunk_rows)
+    sources: list[ChunkedSource] = []
+    for key, dtype in (("quotes", QUOTE_DTYPE), ("trades", TRADE_DTYPE)):
+        specs = getattr(system.config.replay, key)
+        if not specs:
+            continue
+        inputs: list[tuple[np.ndarray, int]] = []
+        files = open_quote_files(system.config, system.base_dir, system.file, key=key)
+        for qf, rows in zip(specs, files, strict=True):
+            if start is not None or end is not None:
+                ts = rows["ts_event"]
+                lo = 0 if start is None else int(np.searchsorted(ts, start, side="left"))
+                hi = len(rows) if end is None else int(np.searchsorted(ts, end, side="left"))
+                rows = rows[lo : max(lo, hi)]  # noqa: PLW2901 - the same file, narrowed
+            inputs.append((rows, system.instruments.index(qf.instrument)))
+        sources.append(ChunkedSource(merge_tick_arrays(inputs, chunk_rows, dtype), dtype))
+    if not sources:
+        return ChunkedSource(iter(()))
+    return sources[0] if len(sources) == 1 else MergedSource(sources)
 
 
 def _within(
@@ -176,12 +186,14 @@ def _within(
 
 async def run_backtest(
     system: System,
-    source: Iterator[QuoteArray] | None = None,
+    source: Iterator[QuoteArray] | ChunkedSource | MergedSource | None = None,
     *,
     on_progress: Callable[[int], None] | None = None,
 ) -> BacktestResult:
-    """Run the system over ``source`` (default: the configured tick files) to the end.
-    ``on_progress(ticks_released)`` is called now and then (see ``ReplayScheduler``)."""
+    """Run the system over ``source`` (default: the configured tick files) to the end:
+    quote arrays in time order, or a source of several kinds (``ChunkedSource``,
+    ``MergedSource``, already bounded to the replay's span). ``on_progress(ticks_released)``
+    is called now and then (see ``ReplayScheduler``)."""
     clock = system.clock
     if not isinstance(clock, ReplayClock):
         raise WiringError("a backtest needs a replay clock")
@@ -192,9 +204,16 @@ async def run_backtest(
             f"a backtest needs exactly one replay_feed actor, found {len(feeds)}", path="$.actors"
         )
     feed = feeds[0]
-    chunks = source if source is not None else _file_source(system, max(replay.batch_size, 4_096))
-    if replay.start is not None or replay.end is not None:
-        chunks = _within(chunks, replay.start_ns, replay.end_ns)
+    stream: ChunkedSource | MergedSource
+    if source is None:
+        stream = _file_source(system, max(replay.batch_size, 4_096))
+    elif isinstance(source, ChunkedSource | MergedSource):
+        stream = source
+    else:
+        chunks = source
+        if replay.start is not None or replay.end is not None:
+            chunks = _within(chunks, replay.start_ns, replay.end_ns)
+        stream = ChunkedSource(chunks)
     preview = None
     for actor in system.downstream(feed.name):
         if hasattr(actor, "preview"):
@@ -204,7 +223,7 @@ async def run_backtest(
     scheduler = ReplayScheduler(
         clock=clock,
         quiescence=system.quiescence,
-        source=ChunkedQuoteSource(chunks),
+        source=stream,
         feed=feed,
         instrument_ids=ids,
         preview=preview,

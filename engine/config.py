@@ -83,17 +83,43 @@ class ReplayConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     per_tick: bool = False
     executor: Literal["inline", "tasks"] = "inline"
     quotes: list[QuoteFileConfig] = []
+    trades: list[QuoteFileConfig] = []
+    """Tick files of prints (``.npy`` of ``TRADE_DTYPE``), replayed with the quotes."""
     store: str | None = None
-    """A tick store folder (relative to the configuration file) to replay the quotes of
-    every instrument of the run from, instead of ``quotes`` files."""
+    """A tick store folder (relative to the configuration file) to replay every instrument
+    of the run from, instead of tick files."""
+    kinds: list[str] = msgspec.field(default_factory=lambda: ["quotes"])
+    """What to replay from the store: ``quotes``, ``trades``, ``bars.<label>`` (``bars.1d``,
+    ``bars.1m``); each for the instruments of the run that the store has it for."""
+    corporate_actions: bool = False
+    """Replay the splits and dividends the store holds for the run's instruments (from the
+    factor files), each in force from the start of its ex-date."""
     start: str | int | None = None
     end: str | int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if self.store is not None and self.quotes:
-            raise ValueError("replay from `store` or from `quotes` files, not both - at `$.store`")
+        if self.store is not None and (self.quotes or self.trades):
+            raise ValueError("replay from `store` or from tick files, not both - at `$.store`")
+        if self.trades and not self.quotes:
+            raise ValueError("trade files are replayed with quote files - at `$.quotes`")
+        if not self.kinds:
+            raise ValueError("name at least one kind of data to replay - at `$.kinds`")
+        for i, kind in enumerate(self.kinds):
+            if kind not in ("quotes", "trades") and not (
+                kind.startswith("bars.") and len(kind) > len("bars.")
+            ):
+                raise ValueError(
+                    f"unknown kind {kind!r}: quotes, trades or bars.<label> - at `$.kinds[{i}]`"
+                )
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError("a kind is named twice - at `$.kinds`")
+        if self.store is None and (self.kinds != ["quotes"] or self.corporate_actions):
+            raise ValueError(
+                "kinds and corporate_actions choose what to replay from a tick store:"
+                " set `store` - at `$.store`"
+            )
 
     @property
     def start_ns(self) -> int | None:
@@ -145,11 +171,13 @@ class SystemConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                     f"in {self.account.currency}; cross-currency accounting is not supported yet "
                     f"- at `$.instruments[{i}].quote_currency`"
                 )
-        for i, qf in enumerate(self.replay.quotes):
-            if qf.instrument not in seen:
-                raise ValueError(
-                    f"unknown instrument {qf.instrument!r} - at `$.replay.quotes[{i}].instrument`"
-                )
+        for key in ("quotes", "trades"):
+            for i, qf in enumerate(getattr(self.replay, key)):
+                if qf.instrument not in seen:
+                    raise ValueError(
+                        f"unknown instrument {qf.instrument!r}"
+                        f" - at `$.replay.{key}[{i}].instrument`"
+                    )
         bounds: dict[str, int] = {}
         for key in ("start", "end"):
             value = getattr(self.replay, key)

@@ -34,6 +34,7 @@ __all__ = [
     "empty_quotes",
     "open_bars",
     "open_quotes",
+    "open_trades",
     "save_bars",
     "save_ticks",
 ]
@@ -138,4 +139,12 @@ def open_quotes(path: str | Path) -> QuoteArray:
     arr = np.load(Path(path), mmap_mode="r", allow_pickle=False)
     if arr.dtype != QUOTE_DTYPE:
         raise ValueError(f"{path}: expected quote ticks, found dtype {arr.dtype}")
+    return arr  # type: ignore[no-any-return]
+
+
+def open_trades(path: str | Path) -> TradeArray:
+    """Memory-map a trade tick file; slices are read from disk only when touched."""
+    arr = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    if arr.dtype != TRADE_DTYPE:
+        raise ValueError(f"{path}: expected trade ticks, found dtype {arr.dtype}")
     return arr  # type: ignore[no-any-return]
