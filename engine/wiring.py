@@ -30,6 +30,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "replay_feed": "actors.feed:ReplayFeed",
     "validator": "actors.validator:Validator",
     "ema_cross": "actors.strategies.ema_cross:EmaCrossStrategy",
+    "trend": "actors.strategies.trend:TrendStrategy",
     "risk_gate": "actors.risk_gate:RiskGate",
     "router": "actors.router:Router",
     "portfolio": "actors.portfolio:PortfolioActor",
