@@ -99,7 +99,10 @@ class PortfolioActor(Actor[PortfolioConfig]):
             case CorporateActionEvent(instrument_id=inst_id):
                 if inst_id in self.ctx.instruments:
                     paid = self.portfolio.apply_corporate_action(
-                        self.ctx.instruments.index(inst_id), msg.split_ratio, msg.dividend
+                        self.ctx.instruments.index(inst_id),
+                        msg.split_ratio,
+                        msg.dividend,
+                        msg.ts_event,
                     )
                     if paid:
                         self.log.info("dividend", instrument=inst_id, cash=paid)

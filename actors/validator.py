@@ -149,11 +149,13 @@ class Validator(Actor[ValidatorActorConfig]):
         return instruments.index(instrument_id)
 
     def counts(self) -> dict[str, int]:
-        """Rejected ticks by reason: quotes' reasons as they are, prints' and bars'
-        prefixed ``trade_`` and ``bar_``."""
+        """``accepted`` (quotes, prints and bars) and the rejected ticks by reason: quotes'
+        reasons as they are, prints' and bars' prefixed ``trade_`` and ``bar_``."""
         counts = self.core.counts()
-        counts.update({f"trade_{k}": v for k, v in self.trades.counts().items()})
-        counts.update({f"bar_{k}": v for k, v in self.bars.counts().items()})
+        for prefix, validator in (("trade", self.trades), ("bar", self.bars)):
+            more = validator.counts()
+            counts["accepted"] = counts.get("accepted", 0) + more.pop("accepted", 0)
+            counts.update({f"{prefix}_{k}": v for k, v in more.items()})
         if self.bad_corporate_action:
             counts["bad_corporate_action"] = self.bad_corporate_action
         if self.unknown_instrument:

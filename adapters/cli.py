@@ -19,7 +19,7 @@ import orjson
 
 from adapters import cli_data, cli_sweep
 from adapters.report import metric_rows, progress_for, write_report
-from adapters.tickstore import replay_source
+from adapters.store_replay import replay_source
 from engine.backtest import BacktestResult, load_backtest, run_backtest
 from engine.errors import ConfigError, CriticalActorFailed, DataError
 from engine.logs import configure_logging
@@ -105,8 +105,14 @@ def summary_table(r: BacktestResult) -> str:
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, "json" if args.log_json else "auto")
+    overrides = None
+    if args.store is not None:  # relative to where the command runs, not to the config
+        overrides = {"replay.store": str(Path(args.store).resolve())}
     system, _ = load_backtest(
-        args.config, per_tick=True if args.per_tick else None, batch_size=args.batch_size
+        args.config,
+        per_tick=True if args.per_tick else None,
+        batch_size=args.batch_size,
+        overrides=overrides,
     )
     _install_event_loop()
     progress = progress_for(system)  # only when stderr is a terminal
@@ -162,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="deliver ticks one at a time (the slow reference) instead of in batches",
     )
     bt.add_argument("--batch-size", type=int, default=None, help="largest batch of ticks")
+    bt.add_argument(
+        "--store",
+        metavar="DIR",
+        default=None,
+        help="replay from this tick store (overrides replay.store of the configuration)",
+    )
     bt.add_argument("--actors", action="store_true", help="include per-actor counters")
     bt.add_argument(
         "--full",

@@ -32,10 +32,10 @@ import msgspec
 import numpy as np
 import orjson
 
+from adapters.tickstore import TickStore
 from engine.backtest import BacktestResult
 from engine.performance import TradeLog
 from engine.portfolio import SAMPLE_FILL
-from engine.ticks import open_quotes
 from engine.wiring import System
 
 __all__ = [
@@ -74,15 +74,25 @@ class DataFile(msgspec.Struct, kw_only=True):
     sha256: str | None
 
 
+class StoredData(msgspec.Struct, kw_only=True):
+    """A dataset of the tick store a run read, by the content hash of its manifest."""
+
+    dataset: str
+    kind: str
+    content_sha256: str
+
+
 class RunIdentity(msgspec.Struct, kw_only=True):
     """What names a run exactly: the configuration (as given, and the SHA-256 of its text)
-    and the data files. With ``events_sha256`` from the result, two reports with the same
-    identity describe the same run."""
+    and the data: tick files, or the tick store's datasets by content hash. With
+    ``events_sha256`` from the result, two reports with the same identity describe the
+    same run."""
 
     config_file: str
     config_sha256: str | None
     data_files: list[DataFile]
     tradingd_version: str
+    datasets: list[StoredData] = []
 
 
 def _sha256(path: Path) -> str:
@@ -97,11 +107,12 @@ def run_identity(system: System, config_file: str | Path) -> RunIdentity:
     """The identity of a run of ``system``, loaded from ``config_file``."""
     cfg = Path(config_file)
     files: list[DataFile] = []
-    for qf in system.config.replay.quotes:
+    replay = system.config.replay
+    for qf in [*replay.quotes, *replay.trades]:
         p = system.resolve_path(qf.path)
         try:
             size = p.stat().st_size
-            rows = len(open_quotes(p))
+            rows = len(np.load(p, mmap_mode="r", allow_pickle=False))
         except (OSError, ValueError):
             files.append(
                 DataFile(path=qf.path, instrument=qf.instrument, rows=0, bytes=0, sha256=None)
@@ -120,7 +131,23 @@ def run_identity(system: System, config_file: str | Path) -> RunIdentity:
         config_sha256=_sha256(cfg) if cfg.is_file() else None,
         data_files=files,
         tradingd_version=version,
+        datasets=_stored_data(system),
     )
+
+
+def _stored_data(system: System) -> list[StoredData]:
+    replay = system.config.replay
+    if replay.store is None:
+        return []
+    store = TickStore(system.resolve_path(replay.store), create=False)
+    ids = [inst.id for inst in system.instruments]
+    out: list[StoredData] = []
+    for kind in replay.kinds:
+        have = set(store.instruments(kind))
+        chosen = [i for i in ids if i in have]
+        for dataset, digest in store.content_hashes(kind, chosen).items():
+            out.append(StoredData(dataset=dataset, kind=kind, content_sha256=digest))
+    return out
 
 
 # --- formatting ----------------------------------------------------------------------------
@@ -794,6 +821,16 @@ def _identity_table(r: BacktestResult, ident: RunIdentity) -> str:
         ]
         for f in ident.data_files
     ]
+    stored = [
+        [html.escape(d.dataset), html.escape(d.kind), f"<code>{d.content_sha256}</code>"]
+        for d in ident.datasets
+    ]
+    if stored:
+        return (
+            _table(rows, cls="identity", ident="identity")
+            + "<h3>Data (tick store)</h3>"
+            + _table(stored, ["dataset", "kind", "content SHA-256"], ident="datasets")
+        )
     return (
         _table(rows, cls="identity", ident="identity")
         + "<h3>Data files</h3>"
@@ -953,9 +990,11 @@ def total_ticks(system: System) -> int | None:
     start = getattr(replay, "start_ns", None)
     end = getattr(replay, "end_ns", None)
     total = 0
-    for qf in replay.quotes:
+    for qf in [*replay.quotes, *replay.trades]:
         try:
-            ts = open_quotes(system.resolve_path(qf.path))["ts_event"]
+            ts = np.load(system.resolve_path(qf.path), mmap_mode="r", allow_pickle=False)[
+                "ts_event"
+            ]
         except (OSError, ValueError):
             return None
         lo = 0 if start is None else int(np.searchsorted(ts, start, side="left"))

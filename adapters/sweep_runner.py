@@ -31,7 +31,7 @@ from adapters.reference_workload import (
     REFERENCE_STEP_NS,
     reference_quotes,
 )
-from adapters.tickstore import replay_source
+from adapters.store_replay import replay_source
 from engine.backtest import load_backtest, open_quote_files, run_backtest
 from engine.config import load_config
 from engine.errors import ConfigError, TradingdError
@@ -112,9 +112,8 @@ def run_point(task: PointTask) -> PointOutcome:
         _configured_level = task.log_level
     try:
         system, config = load_backtest(task.config, overrides=task.overrides)
-        source = _source(task.source, config.replay.batch_size)
-        if source is None:
-            source = replay_source(system)
+        chunks = _source(task.source, config.replay.batch_size)
+        source = chunks if chunks is not None else replay_source(system)
         result = asyncio.run(run_backtest(system, source))
         row = result_row(result)
         return PointOutcome(

@@ -56,10 +56,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from engine.errors import ConfigError, DataError
+from engine.errors import DataError
 from engine.replay import merge_tick_arrays
 from engine.ticks import BAR_DTYPE, DAILY_NS, QUOTE_DTYPE, TRADE_DTYPE
-from engine.wiring import System
 
 __all__ = [
     "FORMAT",
@@ -70,7 +69,6 @@ __all__ = [
     "TickStore",
     "dtype_of",
     "file_sha256",
-    "replay_source",
 ]
 
 FORMAT = "tradingd-tickstore/1"
@@ -669,28 +667,3 @@ def _all_stored(stored: npt.NDArray[Any], part: npt.NDArray[Any]) -> bool:
     have = Counter(window.view(f"V{width}").tolist())
     want = Counter(np.ascontiguousarray(part).view(f"V{width}").tolist())
     return all(have[row] >= n for row, n in want.items())
-
-
-def replay_source(system: System) -> Iterator[npt.NDArray[Any]] | None:
-    """The quotes a backtest replays from the tick store named by ``replay.store``: every
-    instrument of the run, in the run's instrument order (so the ``instrument`` column is
-    the run's index), bounded by ``replay.start`` / ``replay.end``. None when the run
-    replays tick files instead."""
-    replay = system.config.replay
-    if replay.store is None:
-        return None
-    root = system.resolve_path(replay.store)
-    if not (root / "tickstore.json").is_file():
-        raise ConfigError(f"no tick store at {root}", path="$.replay.store", file=system.file)
-    store = TickStore(root, create=False)
-    ids = [inst.id for inst in system.instruments]
-    missing = sorted(set(ids) - set(store.instruments("quotes")))
-    if missing:
-        raise ConfigError(
-            f"the tick store at {root} has no quotes of {', '.join(missing)}",
-            path="$.replay.store",
-            file=system.file,
-        )
-    return store.read(
-        "quotes", ids, replay.start_ns, replay.end_ns, chunk_rows=max(replay.batch_size, 4_096)
-    )

@@ -13,7 +13,9 @@ Bars, per instrument, in time order (:func:`validate_bars`):
    low, or low above open or close.
 5. ``BAD_PRINT``: the low is below ``(1 - max_wick_fraction) x min(open, close)``, or the
    high above ``(1 + max_wick_fraction) x max(open, close)``: a print far outside the bar's
-   own body (the vendor's GOOG 2007-12-18 low of 67.50 with open and close near 675).
+   own body (the vendor's GOOG 2007-12-18 low of 67.50 with open and close near 675); or
+   the open more than that fraction away from both the bar's close and the previous bar's
+   (IBM 2002-12-23: an open of 159.58 between closes of 79.82 and 80.46).
 6. ``OUT_OF_ORDER`` / ``DUPLICATE_TIME``: ``ts_event`` before / equal to the last accepted
    bar's (one bar per interval and instrument).
 7. ``ABSURD_PRICE``: the close is more than ``absurd_ratio`` times away from the reference
@@ -317,13 +319,40 @@ def validate_bars(
     for bad, code in reversed(checks):  # the first failing check wins
         pre[bad] = code
     price = np.asarray(c, dtype=np.float64)
+    opens = np.asarray(o, dtype=np.float64)
     if multiplier is not None:
         mult = np.asarray(multiplier, dtype=np.float64)
         if mult.shape != price.shape:
             raise ValueError(f"{len(mult)} multipliers for {len(bars)} bars")
         price = price * mult
+        opens = opens * mult
+    pre[(pre == 0) & _open_apart(bars["instrument"], opens, price, rules.max_wick_fraction)] = (
+        Check.BAD_PRINT
+    )
     codes = _series(bars["ts_event"], bars["instrument"], price, pre, rules, 7)
     return Validation(codes)
+
+
+def _open_apart(
+    instrument: npt.NDArray[np.uint32],
+    opens: npt.NDArray[np.float64],
+    closes: npt.NDArray[np.float64],
+    wick: float,
+) -> npt.NDArray[np.bool_]:
+    """Bars whose open is more than ``wick`` away from both their own close and the
+    previous close of the instrument (the vendor's IBM 2002-12-23 open of 159.58 between
+    closes of 79.82 and 80.46): a bad open, which the high repeats, so the body test
+    cannot see it. A real gap stays near the close of its own day."""
+    out = np.zeros(len(opens), dtype=np.bool_)
+    for rows in _by_instrument(instrument):
+        o = opens[rows]
+        c = closes[rows]
+        prev = np.concatenate([c[:1], c[:-1]])
+        with np.errstate(invalid="ignore"):
+            out[rows] = (o > (1.0 + wick) * np.maximum(c, prev)) | (
+                o < (1.0 - wick) * np.minimum(c, prev)
+            )
+    return out
 
 
 def _series(

@@ -393,17 +393,30 @@ def _round_trips_kernel(
     realized: np.ndarray,
     position: np.ndarray,
     instruments: int,
+    split_ts: np.ndarray,
+    split_instrument: np.ndarray,
+    split_ratio: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """Round trips of a fill log: int columns [instrument, strategy, side, entry_ts,
     exit_ts, fills, opened by fill, closed by fill (-1: open)] and float columns
-    [qty in, notional in, qty out, notional out, pnl, commission]."""
+    [qty in, notional in, qty out, notional out, pnl, commission]. A split (time order)
+    puts the quantities of the instrument's open trip on the new basis before the fills
+    that follow it; notionals, money, do not change."""
     k = qty.shape[0]
     ints = np.zeros((k, 8), dtype=np.int64)
     floats = np.zeros((k, 6), dtype=np.float64)
     slot = np.full(instruments, -1, dtype=np.int64)
     last = np.zeros(instruments, dtype=np.float64)
     n = 0
+    s = 0
     for j in range(k):
+        while s < split_ts.shape[0] and split_ts[s] <= ts[j]:
+            si = split_instrument[s]
+            last[si] /= split_ratio[s]
+            if slot[si] >= 0:
+                floats[slot[si], 0] /= split_ratio[s]
+                floats[slot[si], 2] /= split_ratio[s]
+            s += 1
         i = instrument[j]
         q = qty[j]
         p = price[j]
@@ -458,10 +471,16 @@ def _round_trips_kernel(
 
 
 def round_trips(
-    fills: dict[str, np.ndarray], instrument_ids: list[str], strategies: list[str]
+    fills: dict[str, np.ndarray],
+    instrument_ids: list[str],
+    strategies: list[str],
+    splits: list[tuple[int, int, float]] | None = None,
 ) -> TradeLog:
     """Round trips from a fill log (:meth:`AccountHistory.fill_log`): closed ones in order
-    of exit, then open ones in order of entry."""
+    of exit, then open ones in order of entry. ``splits`` (time, instrument index, price
+    ratio, in time order) put a trip across a split on the basis after it, so its entry
+    and exit prices compare."""
+    split_rows = sorted(splits or [])
     ints, floats = _round_trips_kernel(
         fills["ts"],
         fills["instrument"],
@@ -472,6 +491,9 @@ def round_trips(
         fills["realized"],
         fills["position"],
         len(instrument_ids),
+        np.array([r[0] for r in split_rows], dtype=np.int64),
+        np.array([r[1] for r in split_rows], dtype=np.int64),
+        np.array([r[2] for r in split_rows], dtype=np.float64),
     )
     closed_by = ints[:, 7]
     is_open = closed_by < 0
@@ -514,6 +536,9 @@ def warm_up() -> None:
         empty_f,
         empty_f,
         1,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        empty_f,
     )
 
 
@@ -694,7 +719,7 @@ def analyse(
     years = duration_s / (trading_days_per_year * 86_400.0)
 
     fills = history.fill_log()
-    trades = round_trips(fills, ids, history.strategies)
+    trades = round_trips(fills, ids, history.strategies, getattr(pf, "splits", None))
     done = trades.net_pnl[~trades.is_open]
     wins, losses = done[done > 0], done[done < 0]
     gains, pains = float(wins.sum()), float(-losses.sum())

@@ -95,6 +95,7 @@ class Portfolio:
         # [peak equity, max drawdown (money), max drawdown (fraction of peak), last equity]
         self.curve = np.array([starting_balance, 0.0, 0.0, starting_balance], dtype=np.float64)
         self.dividends = 0.0  # cash received (paid, if short) on ex-dates
+        self.splits: list[tuple[int, int, float]] = []
 
     # --- fills ---------------------------------------------------------------------------
 
@@ -146,13 +147,16 @@ class Portfolio:
         return realized
 
     def apply_corporate_action(
-        self, instrument_index: int, split_ratio: float, dividend: float
+        self, instrument_index: int, split_ratio: float, dividend: float, ts: int = 0
     ) -> float:
         """An instrument goes ex a split and/or dividend: the position is put on the new
         basis (``qty / split_ratio`` units at ``avg * split_ratio``; its value and P&L do
         not change) and ``dividend`` per unit held before it is paid in cash (charged, for
-        a short). Returns the cash paid."""
+        a short). Returns the cash paid. Splits are kept (``splits``: time, instrument,
+        ratio) so that round trips across one can be put on one basis."""
         i = instrument_index
+        if split_ratio != 1.0:
+            self.splits.append((ts, i, split_ratio))
         pos = float(self.qty[i])
         cash = pos * dividend * float(self.mult[i])
         if split_ratio != 1.0 and pos != 0.0:

@@ -250,7 +250,8 @@ class ReplayScheduler:
         self.batch_size = 1 if per_tick else batch_size
         self.per_tick = per_tick
         self.dispatcher = dispatcher
-        self.ticks_released = 0
+        self.ticks_released = 0  # quotes, prints and bars
+        self.actions_released = 0  # corporate actions
         self.batches_released = 0
         self.timers_fired = 0
         self.on_progress = on_progress
@@ -343,8 +344,11 @@ class ReplayScheduler:
             source.advance(n)
             ts = int(batch["ts_event"][n - 1])
             clock.set_time(ts)
-            self.ticks_released += n
-            self.batches_released += 1
+            if is_action:
+                self.actions_released += n
+            else:
+                self.ticks_released += n
+                self.batches_released += 1
             if self.ticks_released >= progress_at and on_progress is not None:
                 progress_at = self.ticks_released + self.progress_every
                 on_progress(self.ticks_released)

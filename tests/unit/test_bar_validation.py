@@ -172,6 +172,9 @@ BAD_PRINTS = [  # SOURCES.md section 1, "Bad prints, left in by the vendor"
     ("aapl", D(2010, 8, 31)),
     ("aapl", D(2011, 1, 3)),
     ("iwm", D(2008, 9, 19)),  # H 156.51, O/C 79.11 / 75.04
+    # not in SOURCES.md: O 159.58 (= H) between closes of 79.82 and 80.46; a backtest that
+    # bought at this open lost half its money on paper in a day
+    ("ibm", D(2002, 12, 23)),
 ]
 REAL_MOVES = [  # SOURCES.md sections 1 and 2: real one-day moves
     ("aapl", D(2000, 9, 29)),  # -51.6% on adjusted prices
