@@ -23,6 +23,7 @@ from adapters.store_replay import replay_source
 from engine.backtest import BacktestResult, load_backtest, run_backtest
 from engine.errors import ConfigError, CriticalActorFailed, DataError
 from engine.logs import configure_logging
+from engine.validation import FLAGS
 
 __all__ = ["main"]
 
@@ -94,9 +95,14 @@ def summary_table(r: BacktestResult) -> str:
     ]
     at = [label for label, _ in rows].index("open positions")
     rows[at:at] = metric_rows(r)
+    under_ticks = 1
     if r.validation and r.ticks_rejected:
-        rejected = ", ".join(f"{k} {v:,}" for k, v in r.validation.items() if k != "accepted" and v)
-        rows.insert(1, ("rejected ticks", rejected))
+        reasons = {k: v for k, v in r.validation.items() if k != "accepted" and k not in FLAGS}
+        rejected = ", ".join(f"{k} {v:,}" for k, v in reasons.items() if v)
+        rows.insert(under_ticks, ("rejected ticks", rejected))
+        under_ticks += 1
+    if r.validation.get("stale"):
+        rows.insert(under_ticks, ("stale ticks (kept)", f"{r.validation['stale']:,}"))
     for alert in r.alerts:
         rows.append(("alert", alert))
     width = max(len(k) for k, _ in rows)

@@ -23,6 +23,7 @@ from engine.performance import DailyEquity, EquityCurve, Performance, TradeLog, 
 from engine.replay import ChunkedSource, MergedSource, ReplayScheduler, merge_tick_arrays
 from engine.supervisor import Supervisor
 from engine.ticks import QUOTE_DTYPE, TRADE_DTYPE, QuoteArray, open_quotes, open_trades
+from engine.validation import FLAGS
 from engine.wiring import System
 
 __all__ = [
@@ -65,6 +66,8 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     ticks_per_s: float
     per_tick: bool
     validation: dict[str, int]
+    """The validator's counts: ``accepted``, the rejections by reason, and flags on accepted
+    ticks (``stale``, see ``engine.validation.FLAGS``), which are not rejections."""
     alerts: list[str]
     actors: list[dict[str, Any]]
     metrics: dict[str, Any] = {}
@@ -297,7 +300,7 @@ def _result(
     performance = _performance(system, portfolio_actor)
     return BacktestResult(
         ticks=ticks,
-        ticks_rejected=sum(v for k, v in validation.items() if k != "accepted"),
+        ticks_rejected=sum(v for k, v in validation.items() if k != "accepted" and k not in FLAGS),
         batches=scheduler.batches_released,
         orders=counts.get("orders", 0),
         denied=counts.get("denied", 0),

@@ -243,6 +243,7 @@ def test_validator_counts_the_rejections(runs: dict[str, Replay], mode: str) -> 
         "locked": 0,
         "wide_spread": 0,
         "out_of_order": 0,
+        "spike": 0,
     }
     assert r.ticks_rejected == CROSSED + LONE_ROW
 

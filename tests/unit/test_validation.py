@@ -1,4 +1,5 @@
-"""The quote validator: each rule, its priority order, and per-tick vs batch equivalence."""
+"""The quote validator: each rule, its priority order, spikes and stale data, and per-tick vs
+batch equivalence."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.ticks import QUOTE_DTYPE, QuoteArray
-from engine.validation import QuoteValidator, RejectReason, ValidatorConfig
+from engine.validation import FLAGS, QuoteValidator, RejectReason, ValidatorConfig
 
 NAN = math.nan
 INF = math.inf
@@ -124,6 +125,7 @@ def test_out_of_order_is_per_instrument_against_the_last_accepted_tick() -> None
         "locked": 0,
         "wide_spread": 0,
         "out_of_order": 2,
+        "spike": 0,
     }
 
 
@@ -138,6 +140,174 @@ def test_config_is_checked_at_the_boundary() -> None:
         msgspec.toml.decode(b"max_spread_fraction = -0.1\n", type=ValidatorConfig)
     with pytest.raises(ValueError, match="max_spread_fraction"):
         ValidatorConfig(max_spread_fraction=math.nan)
+
+
+def test_spike_and_stale_settings_are_checked_at_the_boundary() -> None:
+    decoded = msgspec.toml.decode(
+        b"max_move_fraction = 0.002\nspike_confirm_ticks = 4\nstale_after_s = 5.0\n",
+        type=ValidatorConfig,
+    )
+    assert decoded == ValidatorConfig(
+        max_move_fraction=0.002, spike_confirm_ticks=4, stale_after_s=5.0
+    )
+    assert ValidatorConfig().max_move_fraction is None and ValidatorConfig().stale_after_s is None
+    for toml in (b"max_move_fraction = 0.0\n", b"max_move_fraction = -0.01\n"):
+        with pytest.raises(msgspec.ValidationError, match="max_move_fraction"):
+            msgspec.toml.decode(toml, type=ValidatorConfig)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="max_move_fraction"):
+            ValidatorConfig(max_move_fraction=bad)
+        with pytest.raises(ValueError, match="stale_after_s"):
+            ValidatorConfig(stale_after_s=bad)
+    with pytest.raises(msgspec.ValidationError, match="spike_confirm_ticks"):
+        msgspec.toml.decode(b"spike_confirm_ticks = 0\n", type=ValidatorConfig)
+    with pytest.raises(msgspec.ValidationError, match="spike_confirm_ticks"):
+        msgspec.toml.decode(b"spike_confirm_ticks = 1.5\n", type=ValidatorConfig)
+    for toml in (b"stale_after_s = 0.0\n", b"stale_after_s = -5.0\n"):
+        with pytest.raises(msgspec.ValidationError, match="stale_after_s"):
+            msgspec.toml.decode(toml, type=ValidatorConfig)
+
+
+# --- spikes -------------------------------------------------------------------------------------
+
+MOVES = ValidatorConfig(max_move_fraction=0.01)  # 1% of the reference mid; 3 ticks confirm
+
+
+def test_a_spike_is_rejected_counted_and_does_not_move_the_reference() -> None:
+    rows = [
+        (1, 0, 100.0, 100.2, 1.0, 1.0),  # mid 100.1: the first quote has no reference
+        (2, 0, 102.0, 102.2, 1.0, 1.0),  # mid 102.1: 2.0% from 100.1
+        (3, 0, 100.9, 101.1, 1.0, 1.0),  # mid 101.0: 0.9% from 100.1 (1.08% from the spike)
+        (4, 0, 101.9, 102.1, 1.0, 1.0),  # mid 102.0: 0.99% from 101.0, the last accepted mid
+        (5, 1, 50.0, 50.1, 1.0, 1.0),  # another instrument: its own first quote
+    ]
+    assert decide_both_ways(MOVES, rows) == [R.OK, R.SPIKE, R.OK, R.OK, R.OK]
+    v = QuoteValidator(MOVES, n_instruments=2)
+    v.check(*rows[0])
+    v.check(*rows[1])
+    assert v.reference_mid[0] == (100.0 + 100.2) * 0.5
+    assert v.unconfirmed_moves.tolist() == [1, 0]
+    for row in rows[2:]:
+        v.check(*row)
+    assert v.reference_mid.tolist() == [(101.9 + 102.1) * 0.5, (50.0 + 50.1) * 0.5]
+    assert v.last_accepted_ts.tolist() == [4, 5]
+    assert v.unconfirmed_moves.tolist() == [0, 0]
+    assert v.counts()["spike"] == 1
+    assert v.counts()["accepted"] == 4
+    # without the setting the same quotes all pass, and no reference is kept
+    assert decide_both_ways(ValidatorConfig(), rows) == [R.OK] * 5
+    off = QuoteValidator(ValidatorConfig(), n_instruments=2)
+    off.validate(quotes(*rows))
+    assert np.isnan(off.reference_mid).all()
+
+
+def test_the_limit_itself_is_within_the_band() -> None:
+    config = ValidatorConfig(max_move_fraction=0.25)  # exact in binary, as are the mids
+    rows = [
+        (1, 0, 100.0, 100.0, 1.0, 1.0),
+        (2, 0, 125.0, 125.0, 1.0, 1.0),  # exactly 25% up: not more than the limit
+        (3, 0, 156.5, 156.5, 1.0, 1.0),  # 25.2% up from 125
+        (4, 0, 93.75, 93.75, 1.0, 1.0),  # exactly 25% down from 125
+    ]
+    assert decide_both_ways(config, rows) == [R.OK, R.OK, R.SPIKE, R.OK]
+
+
+@pytest.mark.parametrize("confirm", [1, 2, 3, 5])
+def test_a_real_move_is_accepted_on_the_nth_quote_in_a_row(confirm: int) -> None:
+    config = ValidatorConfig(max_move_fraction=0.01, spike_confirm_ticks=confirm)
+    moved = [(2 + i, 0, 103.0 + 0.01 * i, 103.2, 1.0, 1.0) for i in range(confirm)]
+    rows = [
+        (1, 0, 100.0, 100.2, 1.0, 1.0),
+        *moved,  # 3% up, `confirm` times in a row: the last of them is the new level
+        (20, 0, 103.1, 103.3, 1.0, 1.0),  # within 1% of the new reference
+        (21, 0, 100.0, 100.2, 1.0, 1.0),  # the old level is now the move
+    ]
+    expected = [R.OK, *[R.SPIKE] * (confirm - 1), R.OK, R.OK, R.OK if confirm == 1 else R.SPIKE]
+    assert decide_both_ways(config, rows) == expected
+    v = QuoteValidator(config, n_instruments=1)
+    v.validate(quotes(*rows[: confirm + 1]))
+    last = moved[-1]
+    assert v.reference_mid.tolist() == [(last[2] + last[3]) * 0.5]
+    assert v.counts()["spike"] == confirm - 1
+
+
+def test_a_quote_within_the_band_breaks_the_run_and_other_rejections_leave_it() -> None:
+    rows = [
+        (1, 0, 100.0, 100.2, 1.0, 1.0),  # reference 100.1
+        (2, 0, 103.0, 103.2, 1.0, 1.0),  # move 1
+        (3, 0, 100.1, 100.3, 1.0, 1.0),  # back within the band: the run starts again
+        (4, 0, 103.0, 103.2, 1.0, 1.0),  # move 1
+        (5, 0, 103.3, 103.2, 1.0, 1.0),  # crossed: not counted towards the move
+        (2, 0, 103.0, 103.2, 1.0, 1.0),  # earlier than 3: out of order before it is a move
+        (6, 1, 50.0, 50.1, 1.0, 1.0),  # another instrument in between
+        (7, 0, 103.0, 103.2, 1.0, 1.0),  # move 2
+        (8, 0, 103.0, 103.2, 1.0, 1.0),  # move 3: confirmed
+    ]
+    assert decide_both_ways(MOVES, rows) == [
+        R.OK,
+        R.SPIKE,
+        R.OK,
+        R.SPIKE,
+        R.CROSSED,
+        R.OUT_OF_ORDER,
+        R.OK,
+        R.SPIKE,
+        R.OK,
+    ]
+
+
+# --- stale data ---------------------------------------------------------------------------------
+
+S = 1_000_000_000  # ns per second
+
+
+def test_a_stale_quote_is_flagged_counted_and_kept() -> None:
+    config = ValidatorConfig(stale_after_s=5.0)
+    rows = [
+        (0, 0, 100.0, 100.2, 1.0, 1.0),  # the first quote: nothing to be late after
+        (5 * S, 0, 100.0, 100.2, 1.0, 1.0),  # 5 s exactly: not more than the limit
+        (10 * S + 1, 0, 100.0, 100.2, 1.0, 1.0),  # 1 ns more than 5 s: stale
+        (12 * S, 1, 50.0, 50.1, 1.0, 1.0),  # another instrument's first quote
+        (20 * S, 0, 100.3, 100.2, 1.0, 1.0),  # crossed: rejected, so its time is not kept
+        (21 * S, 0, 100.0, 100.2, 1.0, 1.0),  # 11 s after the last accepted quote: stale
+        (21 * S + 1, 0, 100.0, 100.2, 1.0, 1.0),
+    ]
+    assert decide_both_ways(config, rows) == [R.OK, R.OK, R.OK, R.OK, R.CROSSED, R.OK, R.OK]
+    v = QuoteValidator(config, n_instruments=2)
+    mask = v.validate(quotes(*rows))
+    assert mask.tolist() == [True, True, True, True, False, True, True]  # stale ones go on
+    counts = v.counts()
+    assert counts["stale"] == 2
+    assert counts["accepted"] == 6 and counts["crossed"] == 1
+    assert sum(v for k, v in counts.items() if k not in FLAGS) == len(rows)
+    # not checked, not counted: the key is left out
+    plain = QuoteValidator(ValidatorConfig(), n_instruments=2)
+    plain.validate(quotes(*rows))
+    assert "stale" not in plain.counts()
+    assert {k: v for k, v in counts.items() if k != "stale"} == plain.counts()
+
+
+def test_the_stale_limit_is_rounded_to_the_nanosecond() -> None:
+    config = ValidatorConfig(stale_after_s=1.2e-7)  # 119.99999999999999 ns in binary
+    rows = [(ts, 0, 100.0, 100.2, 1.0, 1.0) for ts in (0, 120, 241)]  # gaps of 120, 121 ns
+    v = QuoteValidator(config, n_instruments=1)
+    assert v.validate(quotes(*rows)).all()
+    assert v.counts()["stale"] == 1
+
+
+def test_a_rejected_spike_is_never_stale_and_a_confirmed_move_can_be() -> None:
+    config = ValidatorConfig(max_move_fraction=0.01, spike_confirm_ticks=2, stale_after_s=1.0)
+    rows = [
+        (0, 0, 100.0, 100.2, 1.0, 1.0),
+        (10 * S, 0, 103.0, 103.2, 1.0, 1.0),  # 10 s late, and a move: rejected, not stale
+        (10 * S, 0, 103.0, 103.2, 1.0, 1.0),  # the move confirmed, 10 s after the last
+        (10 * S, 0, 103.0, 103.2, 1.0, 1.0),
+    ]
+    assert decide_both_ways(config, rows) == [R.OK, R.SPIKE, R.OK, R.OK]
+    v = QuoteValidator(config, n_instruments=1)
+    for row in rows:
+        v.check(*row)
+    assert v.counts()["stale"] == 1 and v.counts()["spike"] == 1
 
 
 def test_bad_batches_are_refused_before_any_state_changes() -> None:
@@ -157,34 +327,61 @@ def test_bad_batches_are_refused_before_any_state_changes() -> None:
 # --- a seeded random stream -------------------------------------------------------------------
 
 
-def reference_reason(
-    config: ValidatorConfig, row: np.void, last_ts: dict[int, int]
-) -> RejectReason:
+class Oracle:
     """The rules written out a second, plain way: the oracle for the compiled kernel."""
-    ts, inst = int(row["ts_event"]), int(row["instrument"])
-    bid, ask = float(row["bid"]), float(row["ask"])
-    sizes = (float(row["bid_size"]), float(row["ask_size"]))
-    if math.isnan(bid) or math.isnan(ask) or math.isinf(bid) or math.isinf(ask):
-        return R.NAN_PRICE
-    if min(bid, ask) <= 0:
-        return R.NON_POSITIVE_PRICE
-    if any(math.isnan(s) or math.isinf(s) or s < 0 for s in sizes):
-        return R.BAD_SIZE
-    if bid > ask:
-        return R.CROSSED
-    if bid == ask and not config.allow_locked:
-        return R.LOCKED
-    limit = config.max_spread_fraction
-    if limit is not None and (ask - bid) / ((ask + bid) / 2) > limit:
-        return R.WIDE_SPREAD
-    if inst in last_ts and ts < last_ts[inst]:
-        return R.OUT_OF_ORDER
-    last_ts[inst] = ts
-    return R.OK
+
+    def __init__(self, config: ValidatorConfig) -> None:
+        self.config = config
+        self.last_ts: dict[int, int] = {}
+        self.reference: dict[int, float] = {}
+        self.moves_in_a_row: dict[int, int] = {}
+        self.stale = 0
+        self.confirmed_moves = 0
+
+    def reason(self, row: np.void) -> RejectReason:
+        config = self.config
+        ts, inst = int(row["ts_event"]), int(row["instrument"])
+        bid, ask = float(row["bid"]), float(row["ask"])
+        sizes = (float(row["bid_size"]), float(row["ask_size"]))
+        if math.isnan(bid) or math.isnan(ask) or math.isinf(bid) or math.isinf(ask):
+            return R.NAN_PRICE
+        if min(bid, ask) <= 0:
+            return R.NON_POSITIVE_PRICE
+        if any(math.isnan(s) or math.isinf(s) or s < 0 for s in sizes):
+            return R.BAD_SIZE
+        if bid > ask:
+            return R.CROSSED
+        if bid == ask and not config.allow_locked:
+            return R.LOCKED
+        limit = config.max_spread_fraction
+        if limit is not None and (ask - bid) / ((ask + bid) / 2) > limit:
+            return R.WIDE_SPREAD
+        if inst in self.last_ts and ts < self.last_ts[inst]:
+            return R.OUT_OF_ORDER
+        move = config.max_move_fraction
+        if move is not None:
+            mid = (bid + ask) / 2
+            if inst in self.reference and abs(mid / self.reference[inst] - 1) > move:
+                self.moves_in_a_row[inst] = self.moves_in_a_row.get(inst, 0) + 1
+                if self.moves_in_a_row[inst] < config.spike_confirm_ticks:
+                    return R.SPIKE
+                self.confirmed_moves += 1
+            self.moves_in_a_row[inst] = 0
+            self.reference[inst] = mid
+        late = config.stale_after_s
+        if (
+            late is not None
+            and inst in self.last_ts
+            and ts - self.last_ts[inst] > round(late * 1e9)
+        ):
+            self.stale += 1
+        self.last_ts[inst] = ts
+        return R.OK
 
 
-def random_stream(seed: int, n: int, n_instruments: int) -> QuoteArray:
-    """Quotes of interleaved instruments with every kind of defect mixed in."""
+def random_stream(seed: int, n: int, n_instruments: int, *, moving: bool = False) -> QuoteArray:
+    """Quotes of interleaved instruments with every kind of defect mixed in. ``moving``: mids
+    that walk per instrument, with lone spikes (0.5% to 3%) and lasting jumps (0.3% to 2%)."""
     rng = np.random.default_rng(seed)
     out = np.zeros(n, dtype=QUOTE_DTYPE)
     # mostly rising clock with equal stamps and some steps back
@@ -195,6 +392,14 @@ def random_stream(seed: int, n: int, n_instruments: int) -> QuoteArray:
     out["ts_init"] = out["ts_event"]
     out["instrument"] = rng.integers(0, n_instruments, size=n)
     mid = 100.0 + rng.integers(-500, 500, size=n) * 0.01
+    if moving:
+        walk = np.random.default_rng([seed, 1])  # its own draws: the other columns stay put
+        log_level = np.cumsum(walk.normal(0.0, 1e-4, size=n))
+        jumps = walk.random(n) < 0.004
+        log_level += np.cumsum(jumps * walk.choice([-1, 1], n) * walk.uniform(0.003, 0.02, n))
+        lone = walk.random(n) < 0.03
+        spike = 1.0 + lone * walk.choice([-1, 1], n) * walk.uniform(0.005, 0.03, n)
+        mid = 100.0 * (1.0 + out["instrument"]) * np.exp(log_level) * spike
     half = rng.choice([0.0, 0.005, 0.01, 0.02, 0.5, 2.0], size=n)
     out["bid"] = np.round(mid - half, 3)
     out["ask"] = np.round(mid + half, 3)
@@ -218,7 +423,24 @@ def random_stream(seed: int, n: int, n_instruments: int) -> QuoteArray:
 CONFIGS = {
     "default": ValidatorConfig(),
     "strict": ValidatorConfig(allow_locked=False, max_spread_fraction=0.005),
+    # 0.2% moves, confirmed by the 3rd in a row; stale after 8 µs (the clock steps by µs)
+    "moves": ValidatorConfig(max_move_fraction=0.002, stale_after_s=8e-6),
+    "strict-moves": ValidatorConfig(
+        allow_locked=False,
+        max_spread_fraction=0.005,
+        max_move_fraction=0.004,
+        spike_confirm_ticks=2,
+        stale_after_s=1.2e-5,
+    ),
+    "stale-only": ValidatorConfig(stale_after_s=8e-6),
 }
+
+
+def expected_reasons(
+    config: ValidatorConfig, stream: QuoteArray
+) -> tuple[list[RejectReason], Oracle]:
+    oracle = Oracle(config)
+    return [oracle.reason(row) for row in stream], oracle
 
 
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
@@ -228,20 +450,26 @@ def test_per_tick_and_batched_give_identical_decisions_and_counts(
 ) -> None:
     config = CONFIGS[config_name]
     n_instruments = 3
-    stream = random_stream(seed, 4_000, n_instruments)
-
-    oracle_state: dict[int, int] = {}
-    expected = [reference_reason(config, row, oracle_state) for row in stream]
+    stream = random_stream(seed, 4_000, n_instruments, moving=config.max_move_fraction is not None)
+    expected, oracle = expected_reasons(config, stream)
 
     per_tick = QuoteValidator(config, n_instruments)
     tick_reasons = [per_tick.check(*_fields(row)) for row in stream]
     assert tick_reasons == expected
 
     seen = {r for r in expected}
-    must_occur = set(RejectReason) - (
-        set() if config_name == "strict" else {R.LOCKED, R.WIDE_SPREAD}
-    )
+    must_occur = set(RejectReason)
+    if config.allow_locked:
+        must_occur -= {R.LOCKED}
+    if config.max_spread_fraction is None:
+        must_occur -= {R.WIDE_SPREAD}
+    if config.max_move_fraction is None:
+        must_occur -= {R.SPIKE}
+    else:
+        assert oracle.confirmed_moves > 0, "no move was confirmed: the test would prove little"
     assert must_occur <= seen, f"stream lacks {must_occur - seen}: the test would prove little"
+    if config.stale_after_s is not None:
+        assert 0 < oracle.stale < expected.count(R.OK), "the stream tests staleness poorly"
 
     expected_mask = np.array([r is R.OK for r in expected])
     rng = np.random.default_rng(seed + 1)
@@ -250,37 +478,57 @@ def test_per_tick_and_batched_give_identical_decisions_and_counts(
         cuts = np.sort(rng.integers(0, len(stream) + 1, size=rng.integers(1, 60)))
         masks = []
         for part in np.split(stream, cuts):  # includes empty and one-row batches
-            before_counts = batched.counts()
-            before_state = batched.last_accepted_ts
+            before = _snapshot(batched)
             previewed = batched.preview(part)
-            assert batched.counts() == before_counts
-            assert np.array_equal(batched.last_accepted_ts, before_state)
-            masks.append(batched.validate(part))
+            previewed_reasons = batched.preview_reasons(part)
+            assert _same(_snapshot(batched), before)
+            reasons = batched.validate_reasons(part)
+            assert np.array_equal(previewed_reasons, reasons)
+            masks.append(reasons == 0)
             assert np.array_equal(previewed, masks[-1])
         mask = np.concatenate(masks)
         assert np.array_equal(mask, expected_mask)
         assert batched.counts() == per_tick.counts()
-        assert np.array_equal(batched.last_accepted_ts, per_tick.last_accepted_ts)
+        assert _same(_snapshot(batched), _snapshot(per_tick))
 
     counts = per_tick.counts()
     assert counts["accepted"] == int(expected_mask.sum())
-    assert sum(counts.values()) == len(stream)
+    assert sum(v for k, v in counts.items() if k not in FLAGS) == len(stream)
     for reason in RejectReason:
         if reason is not R.OK:
             assert counts[reason.name.lower()] == expected.count(reason)
+    assert counts.get("stale", 0) == oracle.stale
 
 
-def test_preview_is_a_look_ahead_that_a_partial_validate_agrees_with() -> None:
-    stream = random_stream(20261124, 500, 2)
-    v = QuoteValidator(ValidatorConfig(), 2)
+@pytest.mark.parametrize("config_name", ["default", "moves"])
+def test_preview_is_a_look_ahead_that_a_partial_validate_agrees_with(config_name: str) -> None:
+    config = CONFIGS[config_name]
+    stream = random_stream(20261124, 500, 2, moving=True)
+    v = QuoteValidator(config, 2)
     v.validate(stream[:100])
-    counts, state = v.counts(), v.last_accepted_ts
+    before = _snapshot(v)
     ahead = v.preview_reasons(stream[100:])
-    assert v.counts() == counts and np.array_equal(v.last_accepted_ts, state)
+    mask, rejected = v.preview_mask(stream[100:])
+    assert _same(_snapshot(v), before)
+    assert np.array_equal(mask, ahead == 0) and rejected == int((ahead != 0).sum())
     # act at the 50th tick of the look-ahead: validate only up to it, then the rest
     first = v.validate_reasons(stream[100:150])
     rest = v.validate_reasons(stream[150:])
     assert np.array_equal(np.concatenate([first, rest]), ahead)
+    if config.max_move_fraction is not None:
+        assert R.SPIKE in ahead.tolist() and "stale" in v.counts()
+
+
+def _snapshot(v: QuoteValidator) -> tuple[dict[str, int], list[np.ndarray]]:
+    return v.counts(), [v.last_accepted_ts, v.reference_mid, v.unconfirmed_moves]
+
+
+def _same(
+    a: tuple[dict[str, int], list[np.ndarray]], b: tuple[dict[str, int], list[np.ndarray]]
+) -> bool:
+    return a[0] == b[0] and all(
+        np.array_equal(x, y, equal_nan=x.dtype.kind == "f") for x, y in zip(a[1], b[1], strict=True)
+    )
 
 
 def _fields(row: np.void) -> tuple[int, int, float, float, float, float]:
