@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -55,7 +56,8 @@ def _fmt_money(x: float, currency: str) -> str:
 def _write_stdout(text: str) -> None:
     """Write all of ``text``: an event loop (uvloop) may leave stdout non-blocking, where a
     large write to a slow pipe would be cut short without an error."""
-    os.set_blocking(sys.stdout.fileno(), True)
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a file: captured
+        os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(text)
     sys.stdout.flush()
 
