@@ -33,6 +33,7 @@ __all__ = [
     "ControlReply",
     "CorporateActionEvent",
     "FillEvent",
+    "LimitsChanged",
     "Message",
     "OrderAccepted",
     "OrderCancelRejected",
@@ -47,6 +48,8 @@ __all__ = [
     "OrderType",
     "QuoteBatch",
     "QuoteTick",
+    "RiskDecision",
+    "SetLimits",
     "SetTradingState",
     "Side",
     "Signal",
@@ -338,6 +341,39 @@ class Alert(Message, frozen=True, kw_only=True, tag=True, gc=False):
     rule: str
     message: str
     action: str = ""
+    figures: dict[str, float] = {}
+    """The numbers behind it (utilisation, VaR, drawdown, ...), by name."""
+
+
+class RiskDecision(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A risk monitor's decision with the inputs it was taken on, for the journal: which
+    rule, at which level, what was done (``action``: none, notify, reduce, halt,
+    deleverage, tighten, flatten, restore) and why."""
+
+    source: str
+    rule: str
+    level: AlertLevel
+    action: str
+    reason: str
+    inputs: dict[str, float] = {}
+
+
+class SetLimits(Message, frozen=True, kw_only=True, tag=True):
+    """Replace the risk gate's limits (``limits``: an ``engine.limits.LimitsConfig``), from
+    the control API or a monitor's breaker. The gate validates, applies and announces it."""
+
+    limits: Any
+    reason: str
+    origin: str
+
+
+class LimitsChanged(Message, frozen=True, kw_only=True, tag=True):
+    """The risk gate's limits changed: to what (``limits``, as plain data), why, on whose
+    request. Journaled."""
+
+    limits: dict[str, Any]
+    reason: str
+    origin: str
 
 
 class SetTradingState(Message, frozen=True, kw_only=True, tag=True, gc=False):
