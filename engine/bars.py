@@ -22,6 +22,14 @@ into it. :meth:`BarAggregator.flush` closes the rest at the end of the data. Fee
 same trades in one chunk or in many gives the same bars (tested); :func:`time_bars` and
 :func:`volume_bars` are the one-shot forms.
 
+**Closing on a clock.** :meth:`BarAggregator.close_until` says that time has reached a given
+instant without a trade to show it: the time bars that close at or before it are complete.
+A live bar builder calls it from a timer set at :meth:`BarAggregator.next_close_ns`, so a
+bar is released when its interval ends, not when the next trade happens to come. Trades
+stamped before the boundary it passed would belong to bars already released, and are
+refused from then on. :meth:`BarAggregator.first_completion` looks ahead: at which trade of
+a window some bar would complete, without changing anything.
+
 The kernel is one numba pass over the trades, with per-instrument state.
 """
 
@@ -157,6 +165,49 @@ def _aggregate(
     return n_out
 
 
+@_jit
+def _first_completion(
+    ts: npt.NDArray[np.int64],
+    inst: npt.NDArray[np.uint32],
+    size: npt.NDArray[np.float64],
+    mode: int,
+    interval: int,
+    origin: int,
+    threshold: float,
+    open_bucket: npt.NDArray[np.int64],
+    st: npt.NDArray[np.float64],
+    n_instruments: int,
+) -> int:
+    """The index of the first trade at which :func:`_aggregate` would complete a bar (the
+    number of trades if none), reading the state and changing none of it.
+
+    Time bars: a bar completes once a trade is at or past the earliest close of the open
+    bars (those opened by earlier trades of the window included). Volume bars: the same
+    float operations as the kernel, on a copy of the volumes so far.
+    """
+    n = len(ts)
+    if mode == 0:
+        earliest = 9_223_372_036_854_775_807  # no open bar: never
+        for k in range(open_bucket.shape[0]):
+            if open_bucket[k] >= 0:
+                earliest = min(earliest, origin + (open_bucket[k] + 1) * interval)
+        for i in range(n):
+            if ts[i] >= earliest:
+                return i
+            earliest = min(earliest, origin + ((ts[i] - origin) // interval + 1) * interval)
+        return n
+    filled = np.zeros(n_instruments, dtype=np.float64)
+    for k in range(open_bucket.shape[0]):
+        if open_bucket[k] != 0:
+            filled[k] = st[k, 4]
+    for i in range(n):
+        k = inst[i]
+        if size[i] >= threshold - filled[k]:
+            return i
+        filled[k] += size[i]
+    return n
+
+
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
 
@@ -215,6 +266,65 @@ class BarAggregator:
         last = int(ts[-1])
         self._last_ts = last
         return self._run(ts, inst, trades["price"], trades["size"], last, len(trades))
+
+    @property
+    def latest_ns(self) -> int:
+        """Trades stamped before this are refused (``update`` raises ``ValueError``): the
+        latest trade taken, or the last bar boundary :meth:`close_until` passed."""
+        return self._last_ts
+
+    def open_bars(self) -> int:
+        """How many bars are being built (one at most per instrument)."""
+        if self.mode == _TIME:
+            return int(np.count_nonzero(self._open >= 0))
+        return int(np.count_nonzero(self._open != 0))
+
+    def next_close_ns(self) -> int | None:
+        """When the earliest open time bar closes; None if none is open (or volume bars)."""
+        if self.mode != _TIME:
+            return None
+        open_buckets = self._open[self._open >= 0]
+        if len(open_buckets) == 0:
+            return None
+        return self.origin_ns + (int(open_buckets.min()) + 1) * self.interval_ns
+
+    def close_until(self, ts_ns: int) -> BarArray:
+        """Time has reached ``ts_ns``: complete the time bars that close at or before it,
+        by close time. Trades before the last bar boundary at or before ``ts_ns`` are
+        refused from now on (their bars are done). Volume bars do not close on time: none.
+        """
+        if self.mode != _TIME:
+            return np.zeros(0, dtype=BAR_DTYPE)
+        boundary = self.origin_ns + (ts_ns - self.origin_ns) // self.interval_ns * self.interval_ns
+        self._last_ts = max(self._last_ts, boundary)
+        empty_i = np.zeros(0, dtype=np.int64)
+        empty_f = np.zeros(0, dtype=np.float64)
+        return self._run(empty_i, np.zeros(0, np.uint32), empty_f, empty_f, int(ts_ns), 0)
+
+    def first_completion(self, trades: TradeArray) -> int:
+        """The index of the first of ``trades`` at which :meth:`update` would complete a
+        bar, ``len(trades)`` if none; nothing changes (a replay's look-ahead). Equivalently:
+        ``update(trades[:i])`` would return no bar, ``update(trades[:i + 1])`` at least one.
+        """
+        if trades.dtype != TRADE_DTYPE:
+            raise TypeError(f"expected TRADE_DTYPE trades, got {trades.dtype}")
+        if len(trades) == 0:
+            return 0
+        inst = np.ascontiguousarray(trades["instrument"])
+        return int(
+            _first_completion(
+                np.ascontiguousarray(trades["ts_event"]),
+                inst,
+                np.ascontiguousarray(trades["size"], dtype=np.float64),
+                self.mode,
+                max(self.interval_ns, 1),
+                self.origin_ns,
+                self.volume,
+                self._open,
+                self._state,
+                max(len(self._open), int(inst.max()) + 1),
+            )
+        )
 
     def flush(self) -> BarArray:
         """Close the open time bars (the data has ended). Volume bars that are not full are

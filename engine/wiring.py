@@ -29,6 +29,7 @@ __all__ = ["BUILTIN_KINDS", "System", "resolve_kind"]
 BUILTIN_KINDS: dict[str, str] = {
     "replay_feed": "actors.feed:ReplayFeed",
     "validator": "actors.validator:Validator",
+    "bar_builder": "actors.bar_builder:BarBuilder",
     "ema_cross": "actors.strategies.ema_cross:EmaCrossStrategy",
     "trend": "actors.strategies.trend:TrendStrategy",
     "risk_gate": "actors.risk_gate:RiskGate",

@@ -169,3 +169,76 @@ def test_bars_round_trip_through_a_memory_mapped_file(tmp_path: Path) -> None:
     assert np.array_equal(back, bars)
     with pytest.raises(ValueError, match="not a bar array"):
         save_bars(tmp_path / "x.npy", trades([(1, 0, 1.0, 1)]))
+
+
+# --- closing on a clock, and the look-ahead ----------------------------------------------------
+
+
+def test_close_until_completes_the_bars_that_have_ended_and_no_others() -> None:
+    agg = BarAggregator(interval_ns=MIN)
+    assert agg.next_close_ns() is None
+    assert len(agg.update(trades([(10 * S, 0, 1.0, 1), (50 * S, 1, 7.0, 2)]))) == 0
+    assert agg.next_close_ns() == MIN
+    assert len(agg.close_until(MIN - 1)) == 0
+    # no trade at or after 1:00 has come, yet both minutes are over
+    assert as_tuples(agg.close_until(MIN)) == [
+        (MIN, 0, 1.0, 1.0, 1.0, 1.0, 1.0),
+        (MIN, 1, 7.0, 7.0, 7.0, 7.0, 2.0),
+    ]
+    assert agg.next_close_ns() is None
+    agg.update(trades([(75 * S, 1, 8.0, 3)]))
+    assert agg.next_close_ns() == 2 * MIN
+    assert as_tuples(agg.close_until(10 * MIN + 5 * S)) == [(2 * MIN, 1, 8.0, 8.0, 8.0, 8.0, 3.0)]
+    assert agg.next_close_ns() is None
+    assert len(agg.flush()) == 0  # nothing left open: nothing emitted twice
+
+
+def test_after_close_until_a_trade_for_a_closed_bar_is_refused_and_a_new_one_is_taken() -> None:
+    agg = BarAggregator(interval_ns=MIN, origin_ns=30 * S)
+    agg.update(trades([(40 * S, 0, 1.0, 1)]))
+    assert [int(b["ts_event"]) for b in agg.close_until(95 * S)] == [90 * S]
+    assert agg.latest_ns == 90 * S  # the boundary passed, not the time asked
+    with pytest.raises(ValueError, match="time order"):
+        agg.update(trades([(89 * S, 0, 2.0, 1)]))
+    assert len(agg.update(trades([(90 * S, 0, 3.0, 1)]))) == 0
+    assert as_tuples(agg.flush()) == [(150 * S, 0, 3.0, 3.0, 3.0, 3.0, 1.0)]
+
+
+def test_volume_bars_do_not_close_on_time() -> None:
+    agg = BarAggregator(volume=10.0)
+    agg.update(trades([(1 * S, 0, 1.0, 4)]))
+    assert len(agg.close_until(100 * MIN)) == 0
+    assert agg.next_close_ns() is None
+    assert [float(b["volume"]) for b in agg.update(trades([(2 * S, 0, 1.0, 6)]))] == [10.0]
+
+
+@pytest.mark.parametrize("kwargs", [{"interval_ns": MIN}, {"volume": 2_000.0}])
+def test_first_completion_finds_the_trade_that_completes_a_bar_and_changes_nothing(
+    rand_seed: int, kwargs: dict[str, float]
+) -> None:
+    rng = np.random.default_rng(rand_seed)
+    n = 4_000
+    t = np.zeros(n, dtype=TRADE_DTYPE)
+    t["ts_event"] = np.sort(rng.integers(0, 30 * MIN, size=n))
+    t["instrument"] = rng.integers(0, 3, size=n)
+    t["price"] = np.round(100 + np.cumsum(rng.normal(0, 0.01, size=n)), 2)
+    t["size"] = rng.integers(1, 500, size=n)
+    t["size"][rng.choice(n, size=20, replace=False)] = 5_000  # blocks: several bars at once
+    agg = BarAggregator(**kwargs)  # type: ignore[arg-type]
+    parts = []
+    pos = completions = 0
+    while pos < n:
+        k = agg.first_completion(t[pos:])
+        assert agg.first_completion(t[pos:]) == k  # it changed nothing
+        assert len(agg.update(t[pos : pos + k])) == 0, f"rand_seed={rand_seed}"
+        if pos + k == n:
+            break
+        out = agg.update(t[pos + k : pos + k + 1])
+        assert len(out) >= 1, f"rand_seed={rand_seed}"
+        parts.append(out)
+        completions += 1
+        pos += k + 1
+    parts.append(agg.flush())
+    whole = time_bars(t, MIN) if "interval_ns" in kwargs else volume_bars(t, kwargs["volume"])
+    assert completions > 20
+    assert np.array_equal(np.concatenate(parts), whole), f"rand_seed={rand_seed}"
