@@ -435,11 +435,14 @@ def test_component_var_adds_up_to_the_parametric_var(rand_seed: int) -> None:
     comp = model.component_var(e)
     assert comp.shape == (50,)
     assert float(comp.sum()) == pytest.approx(model.parametric_var(e), rel=1e-12)
-    # a hedge reduces risk, so its component is negative
+    # half the minimum-variance hedge of instrument 0 with instrument 1 reduces risk at the
+    # margin, so its component is negative (whatever the sign of the correlation)
+    cov = model.covariance()
     hedged = np.zeros(50)
-    hedged[0], hedged[1] = 1e6, -0.3e6
-    if model.covariance()[0, 1] > 0:
-        assert model.component_var(hedged)[1] < 0.0
+    hedged[0], hedged[1] = 1e6, -0.5 * cov[0, 1] / cov[1, 1] * 1e6
+    comp = model.component_var(hedged)
+    assert comp[1] < 0.0 < comp[0]
+    assert float(comp.sum()) == pytest.approx(model.parametric_var(hedged), rel=1e-12)
     assert not model.component_var(np.zeros(50)).any()
 
 
