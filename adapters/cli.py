@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from adapters import cli_data, cli_sweep
+from adapters import cli_data, cli_risk, cli_sweep
 from adapters.report import metric_rows, progress_for, write_report
 from adapters.store_replay import replay_source
 from engine.backtest import BacktestResult, load_backtest, run_backtest
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_backtest)
     cli_sweep.register(sub)
     cli_data.register(sub)
+    cli_risk.register(sub)
     return parser
 
 
