@@ -24,6 +24,7 @@ change it).
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 from numba import njit
@@ -84,6 +85,7 @@ class Portfolio:
         self.qty = np.zeros(n, dtype=np.float64)
         self.avg = np.zeros(n, dtype=np.float64)
         self.mult = np.array([i.multiplier for i in instruments], dtype=np.float64)
+        self._mult = self.mult.tolist()
         self._lot = [i.size_increment for i in instruments]
         self._lot_digits = [_decimals(i.size_increment) for i in instruments]
         self.unrealized = np.zeros(n, dtype=np.float64)
@@ -101,10 +103,20 @@ class Portfolio:
         self, instrument_id: str, signed_qty: float, price: float, commission: float
     ) -> float:
         """Book a fill of ``signed_qty`` (+ buy, - sell) at ``price``; return realised P&L."""
-        i = self.instruments.index(instrument_id)
-        mult = float(self.mult[i])
-        pos = float(self.qty[i])
-        avg = float(self.avg[i])
+        return self.book(self.instruments.index(instrument_id), signed_qty, price, commission)[0]
+
+    def book(
+        self, i: int, signed_qty: float, price: float, commission: float
+    ) -> tuple[float, float, float]:
+        """:meth:`apply_fill` for the instrument at index ``i``; returns the realised P&L,
+        the position after the fill and the equity after it."""
+        # Python floats throughout (the same IEEE operations as on numpy scalars, without
+        # boxing one per element read): a fill is booked once per execution of every order
+        mult = self._mult[i]
+        qty = self.qty
+        avgs = self.avg
+        pos = qty.item(i)
+        avg = avgs.item(i)
         realized = 0.0
         if pos == 0.0:
             pos = signed_qty
@@ -129,34 +141,38 @@ class Portfolio:
         pos = round(round(pos / lot) * lot, self._lot_digits[i]) + 0.0  # + 0.0: no -0.0
         if pos == 0.0:
             avg = 0.0
-        self.qty[i] = pos
-        self.avg[i] = avg
-        self.realized[i] += realized
-        self.commission_paid[i] += commission
+        qty[i] = pos
+        avgs[i] = avg
+        self.realized[i] = self.realized.item(i) + realized
+        self.commission_paid[i] = self.commission_paid.item(i) + commission
         self.balance += realized - commission
         self.fills += 1
         self.traded_notional += abs(signed_qty * price) * mult
-        mark = float(self.mark_price[i])
-        if not math.isnan(mark):  # re-mark so equity reflects the fill at once
-            self._mark_one(i, mark)
-        else:
-            self.unrealized[i] = 0.0
-            self._equity_point()
-        return realized
+        mark = self.mark_price.item(i)
+        # re-marked so that equity reflects the fill at once (as _mark_one would)
+        self.unrealized[i] = 0.0 if math.isnan(mark) else pos * (mark - avg) * mult
+        return realized, pos, self._equity_point()
 
     # --- marks ---------------------------------------------------------------------------
 
-    def _equity_point(self) -> None:
+    def _equity_point(self) -> float:
+        """Equity now; moves the high-water mark and the drawdowns. Returns the equity."""
         equity = self._equity()
-        peak, max_dd, max_frac, _ = self.curve.tolist()
-        if equity > peak:  # noqa: PLR1730 - the same comparisons as the batch kernel
+        curve = self.curve
+        peak, max_dd, max_frac, _ = curve.tolist()
+        # the same comparisons as the batch kernel; only what changed is written back
+        if equity > peak:
             peak = equity
+            curve[0] = peak
         dd = peak - equity
-        if dd > max_dd:  # noqa: PLR1730
+        if dd > max_dd:
             max_dd = dd
+            curve[1] = max_dd
         if peak > 0.0 and dd / peak > max_frac:
             max_frac = dd / peak
-        self.curve[:] = (peak, max_dd, max_frac, equity)
+            curve[2] = max_frac
+        curve[3] = equity
+        return equity
 
     def _equity(self) -> float:
         total = 0.0
@@ -166,7 +182,7 @@ class Portfolio:
 
     def _mark_one(self, i: int, mid: float) -> None:
         self.mark_price[i] = mid
-        self.unrealized[i] = float(self.qty[i]) * (mid - float(self.avg[i])) * float(self.mult[i])
+        self.unrealized[i] = self.qty.item(i) * (mid - self.avg.item(i)) * self._mult[i]
         self._equity_point()
 
     def mark(self, instrument_index: int, bid: float, ask: float) -> None:
@@ -331,9 +347,10 @@ class AccountHistory:
     stored, and readers carry it forward.
 
     Positions are not stored per sample: they change only at fills, and the fill log
-    holds the position after each fill. Storage is preallocated numpy columns that double
-    when full, with no Python object kept per sample or per fill. Times are integer
-    nanoseconds, money the account currency.
+    holds the position after each fill. Samples are preallocated numpy columns that double
+    when full; the fill log is typed arrays (``array.array``) that a fill appends to, read
+    as numpy columns without a copy. No Python object is kept per sample or per fill.
+    Times are integer nanoseconds, money the account currency.
     """
 
     def __init__(
@@ -374,20 +391,24 @@ class AccountHistory:
         self.n_days = 0
         self._day_ts = np.zeros(64, dtype=np.int64)
         self._day_equity = np.zeros(64, dtype=np.float64)
-        # fill log
+        # fill log: one typed array per column (marks and costs: one row of them per fill);
+        # appending a Python value costs far less than writing a numpy element, and the
+        # arrays grow in place, without the copy and the spare half of a doubled column
         self.n_fills = 0
-        self._f_ts = np.zeros(cap, dtype=np.int64)
-        self._f_instrument = np.zeros(cap, dtype=np.int32)
-        self._f_strategy = np.zeros(cap, dtype=np.int32)
-        self._f_qty = np.zeros(cap, dtype=np.float64)
-        self._f_price = np.zeros(cap, dtype=np.float64)
-        self._f_commission = np.zeros(cap, dtype=np.float64)
-        self._f_realized = np.zeros(cap, dtype=np.float64)
-        self._f_position = np.zeros(cap, dtype=np.float64)
-        self._f_balance = np.zeros(cap, dtype=np.float64)
-        self._f_equity = np.zeros(cap, dtype=np.float64)
-        self._f_mark = np.zeros((cap, m), dtype=np.float64)
-        self._f_costs = [np.zeros(cap, dtype=np.float64) for _ in cost_kinds]
+        self._f_ts = array("q")
+        self._f_instrument = array("i")
+        self._f_strategy = array("i")
+        self._f_qty = array("d")
+        self._f_price = array("d")
+        self._f_commission = array("d")
+        self._f_realized = array("d")
+        self._f_position = array("d")
+        self._f_balance = array("d")
+        self._f_equity = array("d")
+        self._f_mark = array("d")
+        self._f_costs = array("d")
+        self._no_costs = (0.0,) * len(cost_kinds)
+        self._shared = False  # fill_log() handed out views: copy before appending again
 
     # --- recording -----------------------------------------------------------------------
 
@@ -483,31 +504,35 @@ class AccountHistory:
         ``costs`` are the fill's costs in ``cost_kinds`` order. Returns the realised P&L."""
         if ts >= self._next:
             self._cross(ts)
+        if costs:
+            if len(costs) != len(self.cost_kinds):
+                raise ValueError(
+                    f"a fill reports {len(costs)} costs for {len(self.cost_kinds)} cost kinds"
+                )
+        else:  # none given: none reported
+            costs = self._no_costs
         pf = self.portfolio
-        realized = pf.apply_fill(instrument_id, signed_qty, price, commission)
         i = pf.instruments.index(instrument_id)
+        realized, position, equity = pf.book(i, signed_qty, price, commission)
         s = self._strategy_index.get(strategy_id)
         if s is None:
             s = self._strategy_index[strategy_id] = len(self.strategies)
             self.strategies.append(strategy_id)
-        m = self.n_fills
-        if m == len(self._f_ts):
-            self._grow_fills()
-        self._f_ts[m] = ts
-        self._f_instrument[m] = i
-        self._f_strategy[m] = s
-        self._f_qty[m] = signed_qty
-        self._f_price[m] = price
-        self._f_commission[m] = commission
-        self._f_realized[m] = realized
-        self._f_position[m] = pf.qty[i]
-        self._f_balance[m] = pf.balance
-        self._f_equity[m] = pf.curve[3]
-        self._f_mark[m] = pf.mark_price
-        if costs:  # none given: none reported (the columns start at 0)
-            for column, cost in zip(self._f_costs, costs, strict=True):
-                column[m] = cost
-        self.n_fills = m + 1
+        if self._shared:
+            self._unshare()
+        self._f_ts.append(ts)
+        self._f_instrument.append(i)
+        self._f_strategy.append(s)
+        self._f_qty.append(signed_qty)
+        self._f_price.append(price)
+        self._f_commission.append(commission)
+        self._f_realized.append(realized)
+        self._f_position.append(position)
+        self._f_balance.append(pf.balance)
+        self._f_equity.append(equity)
+        self._f_mark.extend(pf.mark_price.tolist())
+        self._f_costs.extend(costs)
+        self.n_fills += 1
         return realized
 
     def _cross(self, ts: int) -> None:
@@ -550,23 +575,28 @@ class AccountHistory:
         self._day_ts = _grown(self._day_ts, cap)
         self._day_equity = _grown(self._day_equity, cap)
 
-    def _grow_fills(self) -> None:
-        cap = 2 * len(self._f_ts)
-        for name in (
-            "_f_ts",
-            "_f_instrument",
-            "_f_strategy",
-            "_f_qty",
-            "_f_price",
-            "_f_commission",
-            "_f_realized",
-            "_f_position",
-            "_f_balance",
-            "_f_equity",
-            "_f_mark",
-        ):
-            setattr(self, name, _grown(getattr(self, name), cap))
-        self._f_costs = [_grown(c, cap) for c in self._f_costs]
+    _FILL_COLUMNS = (
+        "_f_ts",
+        "_f_instrument",
+        "_f_strategy",
+        "_f_qty",
+        "_f_price",
+        "_f_commission",
+        "_f_realized",
+        "_f_position",
+        "_f_balance",
+        "_f_equity",
+        "_f_mark",
+        "_f_costs",
+    )
+
+    def _unshare(self) -> None:
+        """An array cannot grow while numpy views of it exist: go on in copies, leaving
+        the views handed out by :meth:`fill_log` as they were."""
+        for name in self._FILL_COLUMNS:
+            column = getattr(self, name)
+            setattr(self, name, array(column.typecode, column))
+        self._shared = False
 
     # --- what was recorded ---------------------------------------------------------------
 
@@ -599,20 +629,23 @@ class AccountHistory:
         ``realized``; after the fill ``position`` (of that instrument), ``balance``,
         ``equity`` and ``marks`` (every instrument); and ``costs`` (one column per kind)."""
         m = self.n_fills
-        k = len(self._f_costs)
+        self._shared = True
+        i64, i32, f64 = np.int64, np.int32, np.float64
         return {
-            "ts": self._f_ts[:m],
-            "instrument": self._f_instrument[:m],
-            "strategy": self._f_strategy[:m],
-            "qty": self._f_qty[:m],
-            "price": self._f_price[:m],
-            "commission": self._f_commission[:m],
-            "realized": self._f_realized[:m],
-            "position": self._f_position[:m],
-            "balance": self._f_balance[:m],
-            "equity": self._f_equity[:m],
-            "marks": self._f_mark[:m],
-            "costs": np.column_stack([c[:m] for c in self._f_costs]) if k else np.zeros((m, 0)),
+            "ts": np.frombuffer(self._f_ts, dtype=i64),
+            "instrument": np.frombuffer(self._f_instrument, dtype=i32),
+            "strategy": np.frombuffer(self._f_strategy, dtype=i32),
+            "qty": np.frombuffer(self._f_qty, dtype=f64),
+            "price": np.frombuffer(self._f_price, dtype=f64),
+            "commission": np.frombuffer(self._f_commission, dtype=f64),
+            "realized": np.frombuffer(self._f_realized, dtype=f64),
+            "position": np.frombuffer(self._f_position, dtype=f64),
+            "balance": np.frombuffer(self._f_balance, dtype=f64),
+            "equity": np.frombuffer(self._f_equity, dtype=f64),
+            "marks": np.frombuffer(self._f_mark, dtype=f64).reshape(
+                m, len(self.portfolio.instruments)
+            ),
+            "costs": np.frombuffer(self._f_costs, dtype=f64).reshape(m, len(self.cost_kinds)),
         }
 
     def curve(self) -> dict[str, np.ndarray]:
