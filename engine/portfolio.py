@@ -138,7 +138,10 @@ class Portfolio:
                 avg = price
         # back onto the lot: 0.1 - 0.07 - 0.02 - 0.01 is -1.7e-18 in binary floating point
         lot = self._lot[i]
-        pos = round(round(pos / lot) * lot, self._lot_digits[i]) + 0.0  # + 0.0: no -0.0
+        if lot == 1.0:  # whole units: already whole (and round() with digits is slow)
+            pos = round(pos / lot) * lot + 0.0  # + 0.0: no -0.0
+        else:
+            pos = round(round(pos / lot) * lot, self._lot_digits[i]) + 0.0
         if pos == 0.0:
             avg = 0.0
         qty[i] = pos
