@@ -393,16 +393,76 @@ def _round_trips_kernel(
     realized: np.ndarray,
     position: np.ndarray,
     instruments: int,
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Round trips of a fill log: int columns [instrument, strategy, side, entry_ts,
-    exit_ts, fills, opened by fill, closed by fill (-1: open)] and float columns
-    [qty in, notional in, qty out, notional out, pnl, commission]."""
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    int,
+]:  # pragma: no cover - compiled
+    """Round trips of a fill log, in their final order: closed ones by the fill that
+    closed them, then open ones by the fill that opened them. Columns (one array each,
+    exactly as long as there are trips): instrument, strategy, side, entry ts, exit ts,
+    fills, qty in, notional in, qty out, notional out, pnl, commission; and how many of
+    the trips are closed (the first ones).
+
+    A first pass finds the trips and their places, so the second writes each trip at its
+    place in columns of the final size: no scratch as long as the fill log, no sort."""
     k = qty.shape[0]
-    ints = np.zeros((k, 8), dtype=np.int64)
-    floats = np.zeros((k, 6), dtype=np.float64)
+    place = np.empty(k, dtype=np.int64)  # per trip in order of opening: its row
     slot = np.full(instruments, -1, dtype=np.int64)
     last = np.zeros(instruments, dtype=np.float64)
     n = 0
+    closed = 0
+    for j in range(k):
+        i = instrument[j]
+        q = qty[j]
+        after = position[j]
+        before = last[i]
+        last[i] = after
+        t = slot[i]
+        if before == 0.0 or (before > 0.0) == (q > 0.0) or t < 0:
+            if t < 0:
+                slot[i] = n
+                place[n] = -1
+                n += 1
+            continue
+        if after == 0.0 or (after > 0.0) != (before > 0.0):
+            place[t] = closed
+            closed += 1
+            slot[i] = -1
+            if after != 0.0:
+                slot[i] = n
+                place[n] = -1
+                n += 1
+    row = closed
+    for t in range(n):
+        if place[t] < 0:
+            place[t] = row
+            row += 1
+    inst_col = np.zeros(n, dtype=np.int32)
+    strat_col = np.zeros(n, dtype=np.int32)
+    side_col = np.zeros(n, dtype=np.int8)
+    entry_ts = np.zeros(n, dtype=np.int64)
+    exit_ts = np.zeros(n, dtype=np.int64)
+    fills = np.zeros(n, dtype=np.int64)
+    qty_in = np.zeros(n, dtype=np.float64)
+    notional_in = np.zeros(n, dtype=np.float64)
+    qty_out = np.zeros(n, dtype=np.float64)
+    notional_out = np.zeros(n, dtype=np.float64)
+    pnl = np.zeros(n, dtype=np.float64)
+    paid = np.zeros(n, dtype=np.float64)
+    slot[:] = -1
+    last[:] = 0.0
+    opened = 0
     for j in range(k):
         i = instrument[j]
         q = qty[j]
@@ -415,46 +475,55 @@ def _round_trips_kernel(
         t = slot[i]
         if before == 0.0 or (before > 0.0) == (q > 0.0) or t < 0:
             if t < 0:
-                t = n
-                n += 1
+                t = place[opened]
+                opened += 1
                 slot[i] = t
-                ints[t, 0] = i
-                ints[t, 1] = strategy[j]
-                ints[t, 2] = 1 if q > 0.0 else -1
-                ints[t, 3] = ts[j]
-                ints[t, 6] = j
-                ints[t, 7] = -1
-            floats[t, 0] += size
-            floats[t, 1] += size * p
-            floats[t, 5] += c
-            ints[t, 5] += 1
+                inst_col[t] = i
+                strat_col[t] = strategy[j]
+                side_col[t] = 1 if q > 0.0 else -1
+                entry_ts[t] = ts[j]
+            qty_in[t] += size
+            notional_in[t] += size * p
+            paid[t] += c
+            fills[t] += 1
             continue
         closing = min(size, abs(before))
         share = closing / size if size > 0.0 else 1.0
-        floats[t, 2] += closing
-        floats[t, 3] += closing * p
-        floats[t, 4] += realized[j]
-        floats[t, 5] += c * share
-        ints[t, 5] += 1
+        qty_out[t] += closing
+        notional_out[t] += closing * p
+        pnl[t] += realized[j]
+        paid[t] += c * share
+        fills[t] += 1
         if after == 0.0 or (after > 0.0) != (before > 0.0):
-            ints[t, 4] = ts[j]
-            ints[t, 7] = j
+            exit_ts[t] = ts[j]
             slot[i] = -1
             if after != 0.0:  # a flip: the rest opens the next trip at this fill's price
-                t = n
-                n += 1
+                t = place[opened]
+                opened += 1
                 slot[i] = t
-                ints[t, 0] = i
-                ints[t, 1] = strategy[j]
-                ints[t, 2] = 1 if after > 0.0 else -1
-                ints[t, 3] = ts[j]
-                ints[t, 5] = 1
-                ints[t, 6] = j
-                ints[t, 7] = -1
-                floats[t, 0] = abs(after)
-                floats[t, 1] = abs(after) * p
-                floats[t, 5] = c * (1.0 - share)
-    return ints[:n], floats[:n]
+                inst_col[t] = i
+                strat_col[t] = strategy[j]
+                side_col[t] = 1 if after > 0.0 else -1
+                entry_ts[t] = ts[j]
+                fills[t] = 1
+                qty_in[t] = abs(after)
+                notional_in[t] = abs(after) * p
+                paid[t] = c * (1.0 - share)
+    return (
+        inst_col,
+        strat_col,
+        side_col,
+        entry_ts,
+        exit_ts,
+        fills,
+        qty_in,
+        notional_in,
+        qty_out,
+        notional_out,
+        pnl,
+        paid,
+        closed,
+    )
 
 
 def round_trips(
@@ -462,7 +531,21 @@ def round_trips(
 ) -> TradeLog:
     """Round trips from a fill log (:meth:`AccountHistory.fill_log`): closed ones in order
     of exit, then open ones in order of entry."""
-    ints, floats = _round_trips_kernel(
+    (
+        instrument,
+        strategy,
+        side,
+        entry_ts,
+        exit_ts,
+        count,
+        qty_in,
+        notional_in,
+        qty_out,
+        notional_out,
+        pnl,
+        commission,
+        closed,
+    ) = _round_trips_kernel(
         fills["ts"],
         fills["instrument"],
         fills["strategy"],
@@ -473,30 +556,31 @@ def round_trips(
         fills["position"],
         len(instrument_ids),
     )
-    closed_by = ints[:, 7]
-    is_open = closed_by < 0
-    # closed trips by the fill that closed them, then open ones by the fill that opened them
-    order = np.lexsort((ints[:, 6], np.where(is_open, np.iinfo(np.int64).max, closed_by)))
-    ints, floats, is_open = ints[order], floats[order], is_open[order]
     with np.errstate(divide="ignore", invalid="ignore"):
-        entry_price = floats[:, 1] / floats[:, 0]
-        exit_price = np.where(floats[:, 2] > 0, floats[:, 3] / floats[:, 2], np.nan)
+        entry_price = notional_in / qty_in
+        del notional_in
+        exit_price = notional_out / qty_out
+        del notional_out
+    exit_price[~(qty_out > 0)] = np.nan
+    del qty_out
+    is_open = np.zeros(len(pnl), dtype=np.bool_)
+    is_open[int(closed) :] = True
     return TradeLog(
         instrument_ids=list(instrument_ids),
         strategy_ids=list(strategies),
-        instrument=ints[:, 0].astype(np.int32),
-        strategy=ints[:, 1].astype(np.int32),
-        side=ints[:, 2].astype(np.int8),
-        entry_ts=ints[:, 3].copy(),
+        instrument=instrument,
+        strategy=strategy,
+        side=side,
+        entry_ts=entry_ts,
         entry_price=entry_price,
-        quantity=floats[:, 0].copy(),
-        exit_ts=ints[:, 4].copy(),
+        quantity=qty_in,
+        exit_ts=exit_ts,
         exit_price=exit_price,
         is_open=is_open,
-        pnl=floats[:, 4].copy(),
-        commission=floats[:, 5].copy(),
-        net_pnl=floats[:, 4] - floats[:, 5],
-        fills=ints[:, 5].copy(),
+        pnl=pnl,
+        commission=commission,
+        net_pnl=pnl - commission,
+        fills=count,
     )
 
 
@@ -554,11 +638,13 @@ def _periodic(
     return "intraday", trading_days_per_year * 86_400.0 / interval_s, interval_s, out_ts, out_eq
 
 
-def _time_weighted(ts: np.ndarray, values: np.ndarray) -> float:
-    """Mean of a step function: each value holds until the next sample."""
+def _time_weighted(ts: np.ndarray, values: np.ndarray, dt: np.ndarray | None = None) -> float:
+    """Mean of a step function: each value holds until the next sample. ``dt``: the
+    sample durations ``np.diff(ts)`` as floats, when the caller has them already."""
     if len(ts) < 2:
         return float(values[0]) if len(values) else math.nan
-    dt = np.diff(ts).astype(np.float64)
+    if dt is None:
+        dt = np.diff(ts).astype(np.float64)
     total = dt.sum()
     if total <= 0:
         return float(values[-1])
@@ -597,18 +683,31 @@ def _attribution(history: AccountHistory, fills: dict[str, np.ndarray]) -> dict[
     inst = fills["instrument"]
     strat = fills["strategy"]
     qty = fills["qty"]
-    notional = np.abs(qty * fills["price"]) * mult[inst]
-    # per (strategy, instrument): cash flows, net quantity, commission, notional, fills
-    cash = np.zeros((k, m))
-    net_qty = np.zeros((k, m))
-    commission = np.zeros((k, m))
-    traded = np.zeros((k, m))
-    count = np.zeros((k, m), dtype=np.int64)
-    np.add.at(cash, (strat, inst), -qty * fills["price"] * mult[inst])
-    np.add.at(net_qty, (strat, inst), qty)
-    np.add.at(commission, (strat, inst), fills["commission"])
-    np.add.at(traded, (strat, inst), notional)
-    np.add.at(count, (strat, inst), 1)
+    # per fill: -qty * price * multiplier (cash) and |qty * price| * multiplier (notional),
+    # computed in place (negation commutes exactly with a product)
+    mult_of = mult[0] if m == 1 else mult[inst]
+    flow = qty * fills["price"]
+    notional = np.abs(flow)
+    notional *= mult_of
+    flow *= mult_of
+    np.negative(flow, out=flow)
+    # per (strategy, instrument): cash flows, net quantity, commission, notional, fills;
+    # bincount adds each cell's figures in fill order, from 0, as a loop over the fills
+    cell = strat.astype(np.intp)
+    cell *= m
+    cell += inst
+    cells = k * m
+
+    def total(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(cell, weights=weights, minlength=cells).reshape(k, m)
+
+    cash = total(flow)
+    del flow
+    net_qty = total(qty)
+    commission = total(fills["commission"])
+    traded = total(notional)
+    del notional
+    count = np.bincount(cell, minlength=cells).reshape(k, m).astype(np.int64, copy=False)
     marks = np.where(np.isnan(pf.mark_price), 0.0, pf.mark_price)
     pnl = cash + net_qty * marks * mult
     exact = pf.realized + pf.unrealized
@@ -668,20 +767,44 @@ def analyse(
     pf = history.portfolio
     instruments = list(pf.instruments)
     ids = [x.id for x in instruments]
+    # Memory: what comes from the fill log first, then the curve; temporaries as long as
+    # the curve are dropped as soon as they are used (a run can have millions of fills).
+    fills = history.fill_log(costs=False)
+    trades = round_trips(fills, ids, history.strategies)
+    done = trades.net_pnl[~trades.is_open]
+    wins, losses = done[done > 0], done[done < 0]
+    gains, pains = float(wins.sum()), float(-losses.sum())
+    costs = {"commission": float(fills["commission"].sum())}
+    costs.update(zip(history.cost_kinds, history.cost_sums(), strict=True))
+    attribution = _attribution(history, fills)
+    del fills
+
     c = history.curve()
-    ts, equity, qty, marks = c["ts"], c["equity"], c["positions"], c["marks"]
-    value = qty * np.where(np.isnan(marks), 0.0, marks) * pf.mult
+    ts, equity, qty = c["ts"], c["equity"], c["positions"]
+    marks = c.pop("marks")
+    value = np.where(np.isnan(marks), 0.0, marks)
+    del marks
+    np.multiply(qty, value, out=value)
+    value *= pf.mult
     gross = np.abs(value).sum(axis=1)
     net = value.sum(axis=1)
-    peak = np.maximum.accumulate(equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        drawdown = np.where(peak > 0, 1.0 - equity / peak, 0.0)
     classes: dict[str, list[int]] = {}
     for i, x in enumerate(instruments):
         classes.setdefault(x.asset_class, []).append(i)
-    gross_by_class = np.column_stack(
-        [np.abs(value[:, cols]).sum(axis=1) for cols in classes.values()]
-    )
+    if list(classes.values()) == [list(range(len(instruments)))]:
+        # one asset class of every instrument: its gross exposure is the gross exposure
+        gross_by_class = gross[:, np.newaxis]
+    else:
+        gross_by_class = np.column_stack(
+            [np.abs(value[:, cols]).sum(axis=1) for cols in classes.values()]
+        )
+    del value
+    peak = np.maximum.accumulate(equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drawdown = equity / peak
+        np.subtract(1.0, drawdown, out=drawdown)
+        drawdown[~(peak > 0)] = 0.0
+    del peak
 
     start_ts, end_ts = int(ts[0]), int(ts[-1])
     start_eq, end_eq = float(equity[0]), float(equity[-1])
@@ -693,20 +816,16 @@ def analyse(
     duration_s = (end_ts - start_ts) / _NS
     years = duration_s / (trading_days_per_year * 86_400.0)
 
-    fills = history.fill_log()
-    trades = round_trips(fills, ids, history.strategies)
-    done = trades.net_pnl[~trades.is_open]
-    wins, losses = done[done > 0], done[done < 0]
-    gains, pains = float(wins.sum()), float(-losses.sum())
-
+    dt = np.diff(ts).astype(np.float64)
     in_market = (np.abs(qty).sum(axis=1) > 0).astype(np.float64)
-    mean_equity = _time_weighted(ts, equity)
+    time_in_market = _time_weighted(ts, in_market, dt)
+    del in_market
+    mean_equity = _time_weighted(ts, equity, dt)
     with np.errstate(divide="ignore", invalid="ignore"):
-        leverage = np.where(equity > 0, gross / equity, 0.0)
-
-    costs = {"commission": float(fills["commission"].sum())}
-    for j, kind in enumerate(history.cost_kinds):
-        costs[kind] = float(fills["costs"][:, j].sum())
+        leverage = gross / equity
+    leverage[~(equity > 0)] = 0.0
+    average_leverage = _time_weighted(ts, leverage, dt)
+    del leverage
 
     day_ts = np.concatenate(([start_ts], history.day_ts, [end_ts]))
     day_eq = np.concatenate(([start_eq], history.day_equity, [end_eq]))
@@ -751,17 +870,17 @@ def analyse(
         "profit_factor": _finite(gains / pains) if pains > 0 else None,
         "average_win": float(wins.mean()) if len(wins) else None,
         "average_loss": float(losses.mean()) if len(losses) else None,
-        "time_in_market": _finite(_time_weighted(ts, in_market)),
-        "average_gross_exposure": _finite(_time_weighted(ts, gross)),
-        "average_net_exposure": _finite(_time_weighted(ts, net)),
-        "average_leverage": _finite(_time_weighted(ts, leverage)),
+        "time_in_market": _finite(time_in_market),
+        "average_gross_exposure": _finite(_time_weighted(ts, gross, dt)),
+        "average_net_exposure": _finite(_time_weighted(ts, net, dt)),
+        "average_leverage": _finite(average_leverage),
         "exposure_by_asset_class": {
-            name: _finite(_time_weighted(ts, gross_by_class[:, j]))
+            name: _finite(_time_weighted(ts, gross_by_class[:, j], dt))
             for j, name in enumerate(classes)
         },
         "costs": costs,
         "costs_total": sum(costs.values()),
-        "attribution": _attribution(history, fills),
+        "attribution": attribution,
         "monthly_returns": _monthly_returns(day_ts, day_eq),
         "samples": len(ts),
         "fill_samples": int(np.count_nonzero(c["kind"] == SAMPLE_FILL)),

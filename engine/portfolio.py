@@ -24,7 +24,7 @@ change it).
 from __future__ import annotations
 
 import math
-from array import array
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -194,6 +194,9 @@ class Portfolio:
 
     def mark_batch(self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> None:
         """Mark every tick of a batch, in order; same result as :meth:`mark` per tick."""
+        if len(bid) == 1:  # see warm_up: the kernel is loaded for strided columns only
+            self.mark(int(instrument_col[0]), float(bid[0]), float(ask[0]))
+            return
         _mark_run(
             instrument_col,
             bid,
@@ -260,9 +263,11 @@ def _decimals(increment: float) -> int:
 
 def warm_up() -> None:
     """Load the compiled kernels now rather than on the first tick. Column views of a batch
-    are strided, except in a one-row batch; numba compiles each layout apart."""
+    are strided, except in a one-row batch, which numba would compile (and load) apart:
+    a one-row batch is marked in Python instead (the same arithmetic), and only the
+    strided layout is loaded. Each loaded kernel holds memory for the rest of the run."""
     one = np.ones(1)
-    for rows in (1, 2):
+    for rows in (2,):
         batch = np.zeros(rows, dtype=QUOTE_DTYPE)
         _mark_run(
             batch["instrument"],
@@ -350,10 +355,11 @@ class AccountHistory:
     stored, and readers carry it forward.
 
     Positions are not stored per sample: they change only at fills, and the fill log
-    holds the position after each fill. Samples are preallocated numpy columns that double
-    when full; the fill log is typed arrays (``array.array``) that a fill appends to, read
-    as numpy columns without a copy. No Python object is kept per sample or per fill.
-    Times are integer nanoseconds, money the account currency.
+    holds the position after each fill. Storage is preallocated numpy columns that double
+    when full, with no Python object kept per sample or per fill. The fill log's columns
+    are allocated without being zeroed, so only the rows written take memory, and a fill
+    is written through memoryviews (a fraction of the cost of a numpy element write). Times
+    are integer nanoseconds, money the account currency.
     """
 
     def __init__(
@@ -363,6 +369,7 @@ class AccountHistory:
         *,
         cost_kinds: tuple[str, ...] = (),
         capacity: int = 1_024,
+        fill_capacity: int = 65_536,
     ) -> None:
         if sample_interval_ns <= 0:
             raise ValueError(f"sample interval must be positive, got {sample_interval_ns} ns")
@@ -394,24 +401,16 @@ class AccountHistory:
         self.n_days = 0
         self._day_ts = np.zeros(64, dtype=np.int64)
         self._day_equity = np.zeros(64, dtype=np.float64)
-        # fill log: one typed array per column (marks and costs: one row of them per fill);
-        # appending a Python value costs far less than writing a numpy element, and the
-        # arrays grow in place, without the copy and the spare half of a doubled column
+        # fill log: numpy columns written through memoryviews (a Python value stored
+        # through a memoryview costs far less than a numpy element write); marks are one
+        # flat column, a row of them per fill. A cost kind's column is made, zeroed, at its
+        # first cost that is not 0.0: kinds a run never incurs take no memory.
         self.n_fills = 0
-        self._f_ts = array("q")
-        self._f_instrument = array("i")
-        self._f_strategy = array("i")
-        self._f_qty = array("d")
-        self._f_price = array("d")
-        self._f_commission = array("d")
-        self._f_realized = array("d")
-        self._f_position = array("d")
-        self._f_balance = array("d")
-        self._f_equity = array("d")
-        self._f_mark = array("d")
-        self._f_costs = array("d")
-        self._no_costs = (0.0,) * len(cost_kinds)
-        self._shared = False  # fill_log() handed out views: copy before appending again
+        self._fill_capacity = 0
+        self._cost_columns: list[np.ndarray | None] = [None] * len(cost_kinds)
+        # memoryviews store floats too, which typeshed does not say: typed Any
+        self._cost_writers: list[Any] = [None] * len(cost_kinds)
+        self._grow_fills(fill_capacity)
 
     # --- recording -----------------------------------------------------------------------
 
@@ -444,6 +443,12 @@ class AccountHistory:
         (``QuoteBatch.ts_event``), to skip reading the column when no grid point is near."""
         n = len(data)
         if n == 0:
+            return
+        if n == 1:  # see warm_up
+            row = data[0]
+            self.mark(
+                int(row["instrument"]), float(row["bid"]), float(row["ask"]), int(row["ts_event"])
+            )
             return
         if last_ts is None:
             last_ts = int(data["ts_event"][n - 1])
@@ -507,13 +512,10 @@ class AccountHistory:
         ``costs`` are the fill's costs in ``cost_kinds`` order. Returns the realised P&L."""
         if ts >= self._next:
             self._cross(ts)
-        if costs:
-            if len(costs) != len(self.cost_kinds):
-                raise ValueError(
-                    f"a fill reports {len(costs)} costs for {len(self.cost_kinds)} cost kinds"
-                )
-        else:  # none given: none reported
-            costs = self._no_costs
+        if costs and len(costs) != len(self.cost_kinds):
+            raise ValueError(
+                f"a fill reports {len(costs)} costs for {len(self.cost_kinds)} cost kinds"
+            )
         pf = self.portfolio
         i = pf.instruments.index(instrument_id)
         realized, position, equity = pf.book(i, signed_qty, price, commission)
@@ -521,21 +523,30 @@ class AccountHistory:
         if s is None:
             s = self._strategy_index[strategy_id] = len(self.strategies)
             self.strategies.append(strategy_id)
-        if self._shared:
-            self._unshare()
-        self._f_ts.append(ts)
-        self._f_instrument.append(i)
-        self._f_strategy.append(s)
-        self._f_qty.append(signed_qty)
-        self._f_price.append(price)
-        self._f_commission.append(commission)
-        self._f_realized.append(realized)
-        self._f_position.append(position)
-        self._f_balance.append(pf.balance)
-        self._f_equity.append(equity)
-        self._f_mark.extend(pf.mark_price.tolist())
-        self._f_costs.extend(costs)
-        self.n_fills += 1
+        m = self.n_fills
+        if m == self._fill_capacity:
+            self._grow_fills(2 * m)
+        w = self._w
+        w[0][m] = ts
+        w[1][m] = i
+        w[2][m] = s
+        w[3][m] = signed_qty
+        w[4][m] = price
+        w[5][m] = commission
+        w[6][m] = realized
+        w[7][m] = position
+        w[8][m] = pf.balance
+        w[9][m] = equity
+        marks = pf.mark_price
+        n = len(marks)
+        w[10][m * n : m * n + n] = marks
+        for j, cost in enumerate(costs):  # none given: none reported
+            if cost != 0.0 or math.copysign(1.0, cost) < 0.0:  # 0.0 is what a column holds
+                writer = self._cost_writers[j]
+                if writer is None:
+                    writer = self._add_cost_column(j)
+                writer[m] = cost
+        self.n_fills = m + 1
         return realized
 
     def _cross(self, ts: int) -> None:
@@ -578,28 +589,53 @@ class AccountHistory:
         self._day_ts = _grown(self._day_ts, cap)
         self._day_equity = _grown(self._day_equity, cap)
 
-    _FILL_COLUMNS = (
-        "_f_ts",
-        "_f_instrument",
-        "_f_strategy",
-        "_f_qty",
-        "_f_price",
-        "_f_commission",
-        "_f_realized",
-        "_f_position",
-        "_f_balance",
-        "_f_equity",
-        "_f_mark",
-        "_f_costs",
-    )
+    def _grow_fills(self, capacity: int) -> None:
+        """Columns for ``capacity`` fills, holding those logged so far. Allocated, not
+        zeroed: only the rows written take memory."""
+        m = self.n_fills
+        columns = []
+        for dtype, width, old in zip(
+            (np.int64, np.int32, np.int32, *([np.float64] * 8)),
+            (*([1] * 10), len(self.portfolio.instruments)),
+            getattr(self, "_fill_columns", [None] * 11),
+            strict=True,
+        ):
+            new = np.empty(capacity * width, dtype=dtype)
+            if old is not None:
+                new[: m * width] = old[: m * width]
+            columns.append(new)
+        self._fill_columns = columns
+        (
+            self._f_ts,
+            self._f_instrument,
+            self._f_strategy,
+            self._f_qty,
+            self._f_price,
+            self._f_commission,
+            self._f_realized,
+            self._f_position,
+            self._f_balance,
+            self._f_equity,
+            self._f_mark,
+        ) = columns
+        self._w: list[Any] = [c.data for c in columns]  # memoryviews
+        self._fill_capacity = capacity
+        for j, old_costs in enumerate(self._cost_columns):
+            if old_costs is not None:
+                self._add_cost_column(j)[:m] = old_costs[:m]
 
-    def _unshare(self) -> None:
-        """An array cannot grow while numpy views of it exist: go on in copies, leaving
-        the views handed out by :meth:`fill_log` as they were."""
-        for name in self._FILL_COLUMNS:
-            column = getattr(self, name)
-            setattr(self, name, array(column.typecode, column))
-        self._shared = False
+    def _add_cost_column(self, j: int) -> Any:
+        """A zeroed column for cost kind ``j`` (the capacity of the log); its writer."""
+        column = np.zeros(self._fill_capacity, dtype=np.float64)
+        writer: Any = column.data  # a memoryview
+        self._cost_columns[j] = column
+        self._cost_writers[j] = writer
+        return writer
+
+    def cost_sums(self) -> list[float]:
+        """The total of each cost kind over the fills logged, in ``cost_kinds`` order."""
+        m = self.n_fills
+        return [0.0 if c is None else float(c[:m].sum()) for c in self._cost_columns]
 
     # --- what was recorded ---------------------------------------------------------------
 
@@ -626,62 +662,81 @@ class AccountHistory:
     def day_equity(self) -> np.ndarray:
         return self._day_equity[: self.n_days]
 
-    def fill_log(self) -> dict[str, np.ndarray]:
+    def fill_log(self, *, costs: bool = True) -> dict[str, np.ndarray]:
         """The fills, in the order booked: ``ts``, ``instrument`` (index), ``strategy``
         (index into :attr:`strategies`), ``qty`` (signed), ``price``, ``commission``,
         ``realized``; after the fill ``position`` (of that instrument), ``balance``,
-        ``equity`` and ``marks`` (every instrument); and ``costs`` (one column per kind)."""
+        ``equity`` and ``marks`` (every instrument); and ``costs`` (one column per kind),
+        unless ``costs`` is False (a copy: :meth:`cost_sums` has their totals). The other
+        columns are views of the log."""
         m = self.n_fills
-        self._shared = True
-        i64, i32, f64 = np.int64, np.int32, np.float64
-        return {
-            "ts": np.frombuffer(self._f_ts, dtype=i64),
-            "instrument": np.frombuffer(self._f_instrument, dtype=i32),
-            "strategy": np.frombuffer(self._f_strategy, dtype=i32),
-            "qty": np.frombuffer(self._f_qty, dtype=f64),
-            "price": np.frombuffer(self._f_price, dtype=f64),
-            "commission": np.frombuffer(self._f_commission, dtype=f64),
-            "realized": np.frombuffer(self._f_realized, dtype=f64),
-            "position": np.frombuffer(self._f_position, dtype=f64),
-            "balance": np.frombuffer(self._f_balance, dtype=f64),
-            "equity": np.frombuffer(self._f_equity, dtype=f64),
-            "marks": np.frombuffer(self._f_mark, dtype=f64).reshape(
-                m, len(self.portfolio.instruments)
-            ),
-            "costs": np.frombuffer(self._f_costs, dtype=f64).reshape(m, len(self.cost_kinds)),
+        width, kinds = len(self.portfolio.instruments), len(self.cost_kinds)
+        log = {
+            "ts": self._f_ts[:m],
+            "instrument": self._f_instrument[:m],
+            "strategy": self._f_strategy[:m],
+            "qty": self._f_qty[:m],
+            "price": self._f_price[:m],
+            "commission": self._f_commission[:m],
+            "realized": self._f_realized[:m],
+            "position": self._f_position[:m],
+            "balance": self._f_balance[:m],
+            "equity": self._f_equity[:m],
+            "marks": self._f_mark[: m * width].reshape(m, width),
         }
+        if costs:
+            log["costs"] = (
+                np.column_stack([np.zeros(m) if c is None else c[:m] for c in self._cost_columns])
+                if kinds
+                else np.zeros((m, 0))
+            )
+        return log
 
     def curve(self) -> dict[str, np.ndarray]:
         """Samples and fills merged in the order they happened (a grid sample recorded
         just before a fill comes first): ``ts``, ``kind`` (index into
         :data:`SAMPLE_KINDS`), ``balance``, ``equity``, ``positions`` and ``marks`` (one
         column per instrument)."""
-        s, f = self.samples, self.fill_log()
+        s, f = self.samples, self.fill_log(costs=False)
         n, k = len(s["ts"]), len(f["ts"])
-        # a sample taken with j fills booked sits between fill j - 1 and fill j
-        order = np.argsort(
-            np.concatenate((2 * s["fills_before"], 2 * np.arange(k, dtype=np.int64) + 1)),
-            kind="stable",
-        )
-        kind = np.concatenate((s["kind"], np.full(k, SAMPLE_FILL, dtype=np.uint8)))[order]
+        total = n + k
+        # A sample taken with j fills booked sits between fill j - 1 and fill j (both are
+        # in time order): sample r lands after r samples and its fills_before fills, and
+        # fill j after j fills and the samples taken with at most j fills booked. Each
+        # column is written in place at those rows, with no merged copy to sort.
+        fills_before = s["fills_before"]
+        at_s = np.arange(n, dtype=np.int64)
+        at_s += fills_before
+        at_f = np.arange(k, dtype=np.int64)
+        at_f += np.searchsorted(fills_before, at_f, side="right")
+
+        def merged(sampled: np.ndarray, filled: np.ndarray) -> np.ndarray:
+            out = np.empty((total, *sampled.shape[1:]), dtype=sampled.dtype)
+            out[at_s] = sampled
+            out[at_f] = filled
+            return out
+
+        kind = np.full(total, SAMPLE_FILL, dtype=np.uint8)
+        kind[at_s] = s["kind"]
         m = len(self.portfolio.instruments)
-        positions = np.zeros((n + k, m), dtype=np.float64)
-        at = np.empty(n + k, dtype=np.int64)
-        at[order] = np.arange(n + k)  # where each record lands in the merged order
-        fill_rows = at[n:]
+        positions = np.zeros((total, m), dtype=np.float64)
         for i in range(m):
-            mine = np.flatnonzero(f["instrument"] == i)
-            if len(mine) == 0:
+            if m == 1:  # every fill is of the one instrument
+                rows, after = at_f, f["position"]
+            else:
+                mine = np.flatnonzero(f["instrument"] == i)
+                rows, after = at_f[mine], f["position"][mine]
+            if len(rows) == 0:
                 continue
-            since = np.searchsorted(fill_rows[mine], np.arange(n + k), side="right") - 1
-            positions[:, i] = np.where(since >= 0, f["position"][mine][np.maximum(since, 0)], 0.0)
+            # a fill's position holds until the instrument's next fill; flat before the first
+            positions[rows[0] :, i] = np.repeat(after, np.diff(rows, append=total))
         return {
-            "ts": np.concatenate((s["ts"], f["ts"]))[order],
+            "ts": merged(s["ts"], f["ts"]),
             "kind": kind,
-            "balance": np.concatenate((s["balance"], f["balance"]))[order],
-            "equity": np.concatenate((s["equity"], f["equity"]))[order],
+            "balance": merged(s["balance"], f["balance"]),
+            "equity": merged(s["equity"], f["equity"]),
             "positions": positions,
-            "marks": np.concatenate((s["marks"], f["marks"]))[order],
+            "marks": merged(s["marks"], f["marks"]),
         }
 
 
