@@ -66,7 +66,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from engine.portfolio import SAMPLE_FILL, SAMPLE_GRID, SAMPLE_KINDS, AccountHistory
+from engine.portfolio import SAMPLE_FILL, SAMPLE_GRID, SAMPLE_KINDS, AccountHistory, scratch
 
 __all__ = [
     "DailyEquity",
@@ -392,34 +392,27 @@ def _round_trips_kernel(
     commission: np.ndarray,
     realized: np.ndarray,
     position: np.ndarray,
-    instruments: int,
-) -> tuple[
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    int,
-]:  # pragma: no cover - compiled
-    """Round trips of a fill log, in their final order: closed ones by the fill that
-    closed them, then open ones by the fill that opened them. Columns (one array each,
-    exactly as long as there are trips): instrument, strategy, side, entry ts, exit ts,
-    fills, qty in, notional in, qty out, notional out, pnl, commission; and how many of
-    the trips are closed (the first ones).
+    place: np.ndarray,
+    slot: np.ndarray,
+    last: np.ndarray,
+    ints: np.ndarray,
+    floats: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Round trips of a fill log, in two calls.
 
-    A first pass finds the trips and their places, so the second writes each trip at its
-    place in columns of the final size: no scratch as long as the fill log, no sort."""
+    With ``ints`` of no rows, the first call finds the trips: it writes in ``place``
+    (as long as the log) where each trip lands in the final order, closed trips by the
+    fill that closed them and then open ones by the fill that opened them, and returns
+    how many trips are closed, and in ``slot[0]`` how many there are. The second call,
+    with zeroed ``ints`` [instrument, strategy, side, entry ts, exit ts, fills] and
+    ``floats`` [qty in, notional in, qty out, notional out, pnl, commission] of one
+    column per trip, writes each trip at its place. ``slot`` and ``last`` (one entry per
+    instrument) are scratch. So the columns have their final size and order: no
+    scratch as long as the fill log, no sort."""
     k = qty.shape[0]
-    place = np.empty(k, dtype=np.int64)  # per trip in order of opening: its row
-    slot = np.full(instruments, -1, dtype=np.int64)
-    last = np.zeros(instruments, dtype=np.float64)
+    write = ints.shape[1] > 0
+    slot[:] = -1
+    last[:] = 0.0
     n = 0
     closed = 0
     for j in range(k):
@@ -428,102 +421,71 @@ def _round_trips_kernel(
         after = position[j]
         before = last[i]
         last[i] = after
-        t = slot[i]
-        if before == 0.0 or (before > 0.0) == (q > 0.0) or t < 0:
-            if t < 0:
-                slot[i] = n
-                place[n] = -1
-                n += 1
-            continue
-        if after == 0.0 or (after > 0.0) != (before > 0.0):
-            place[t] = closed
-            closed += 1
-            slot[i] = -1
-            if after != 0.0:
-                slot[i] = n
-                place[n] = -1
-                n += 1
-    row = closed
-    for t in range(n):
-        if place[t] < 0:
-            place[t] = row
-            row += 1
-    inst_col = np.zeros(n, dtype=np.int32)
-    strat_col = np.zeros(n, dtype=np.int32)
-    side_col = np.zeros(n, dtype=np.int8)
-    entry_ts = np.zeros(n, dtype=np.int64)
-    exit_ts = np.zeros(n, dtype=np.int64)
-    fills = np.zeros(n, dtype=np.int64)
-    qty_in = np.zeros(n, dtype=np.float64)
-    notional_in = np.zeros(n, dtype=np.float64)
-    qty_out = np.zeros(n, dtype=np.float64)
-    notional_out = np.zeros(n, dtype=np.float64)
-    pnl = np.zeros(n, dtype=np.float64)
-    paid = np.zeros(n, dtype=np.float64)
-    slot[:] = -1
-    last[:] = 0.0
-    opened = 0
-    for j in range(k):
-        i = instrument[j]
-        q = qty[j]
-        p = price[j]
-        c = commission[j]
-        after = position[j]
-        before = last[i]
-        last[i] = after
         size = abs(q)
         t = slot[i]
         if before == 0.0 or (before > 0.0) == (q > 0.0) or t < 0:
             if t < 0:
-                t = place[opened]
-                opened += 1
+                if not write:
+                    place[n] = -1
+                    slot[i] = n
+                    n += 1
+                    continue
+                t = place[n]
+                n += 1
                 slot[i] = t
-                inst_col[t] = i
-                strat_col[t] = strategy[j]
-                side_col[t] = 1 if q > 0.0 else -1
-                entry_ts[t] = ts[j]
-            qty_in[t] += size
-            notional_in[t] += size * p
-            paid[t] += c
-            fills[t] += 1
+                ints[0, t] = i
+                ints[1, t] = strategy[j]
+                ints[2, t] = 1 if q > 0.0 else -1
+                ints[3, t] = ts[j]
+            if write:
+                floats[0, t] += size
+                floats[1, t] += size * price[j]
+                floats[5, t] += commission[j]
+                ints[5, t] += 1
             continue
+        closes = after == 0.0 or (after > 0.0) != (before > 0.0)
+        if not write:
+            if closes:
+                place[t] = closed
+                closed += 1
+                slot[i] = -1
+                if after != 0.0:
+                    place[n] = -1
+                    slot[i] = n
+                    n += 1
+            continue
+        p = price[j]
+        c = commission[j]
         closing = min(size, abs(before))
         share = closing / size if size > 0.0 else 1.0
-        qty_out[t] += closing
-        notional_out[t] += closing * p
-        pnl[t] += realized[j]
-        paid[t] += c * share
-        fills[t] += 1
-        if after == 0.0 or (after > 0.0) != (before > 0.0):
-            exit_ts[t] = ts[j]
+        floats[2, t] += closing
+        floats[3, t] += closing * p
+        floats[4, t] += realized[j]
+        floats[5, t] += c * share
+        ints[5, t] += 1
+        if closes:
+            ints[4, t] = ts[j]
             slot[i] = -1
             if after != 0.0:  # a flip: the rest opens the next trip at this fill's price
-                t = place[opened]
-                opened += 1
+                t = place[n]
+                n += 1
                 slot[i] = t
-                inst_col[t] = i
-                strat_col[t] = strategy[j]
-                side_col[t] = 1 if after > 0.0 else -1
-                entry_ts[t] = ts[j]
-                fills[t] = 1
-                qty_in[t] = abs(after)
-                notional_in[t] = abs(after) * p
-                paid[t] = c * (1.0 - share)
-    return (
-        inst_col,
-        strat_col,
-        side_col,
-        entry_ts,
-        exit_ts,
-        fills,
-        qty_in,
-        notional_in,
-        qty_out,
-        notional_out,
-        pnl,
-        paid,
-        closed,
-    )
+                ints[0, t] = i
+                ints[1, t] = strategy[j]
+                ints[2, t] = 1 if after > 0.0 else -1
+                ints[3, t] = ts[j]
+                ints[5, t] = 1
+                floats[0, t] = abs(after)
+                floats[1, t] = abs(after) * p
+                floats[5, t] = c * (1.0 - share)
+    if not write:
+        row = closed
+        for t in range(n):
+            if place[t] < 0:
+                place[t] = row
+                row += 1
+        slot[0] = n
+    return closed
 
 
 def round_trips(
@@ -531,21 +493,7 @@ def round_trips(
 ) -> TradeLog:
     """Round trips from a fill log (:meth:`AccountHistory.fill_log`): closed ones in order
     of exit, then open ones in order of entry."""
-    (
-        instrument,
-        strategy,
-        side,
-        entry_ts,
-        exit_ts,
-        count,
-        qty_in,
-        notional_in,
-        qty_out,
-        notional_out,
-        pnl,
-        commission,
-        closed,
-    ) = _round_trips_kernel(
+    columns = (
         fills["ts"],
         fills["instrument"],
         fills["strategy"],
@@ -554,50 +502,54 @@ def round_trips(
         fills["commission"],
         fills["realized"],
         fills["position"],
-        len(instrument_ids),
     )
+    m = max(len(instrument_ids), 1)
+    place = scratch(len(fills["qty"]), np.int64)
+    slot = np.empty(m, dtype=np.int64)
+    last = np.empty(m, dtype=np.float64)
+    no_rows = np.zeros((6, 0), dtype=np.int64)
+    closed = int(_round_trips_kernel(*columns, place, slot, last, no_rows, np.zeros((6, 0))))
+    n = int(slot[0])
+    ints = scratch((6, n), np.int64)
+    floats = scratch((6, n))
+    _round_trips_kernel(*columns, place, slot, last, ints, floats)
+    del place
     with np.errstate(divide="ignore", invalid="ignore"):
-        entry_price = notional_in / qty_in
-        del notional_in
-        exit_price = notional_out / qty_out
-        del notional_out
-    exit_price[~(qty_out > 0)] = np.nan
-    del qty_out
-    is_open = np.zeros(len(pnl), dtype=np.bool_)
-    is_open[int(closed) :] = True
+        entry_price = floats[1] / floats[0]
+        exit_price = floats[3] / floats[2]
+    exit_price[~(floats[2] > 0)] = np.nan
+    is_open = np.zeros(n, dtype=np.bool_)
+    is_open[closed:] = True
     return TradeLog(
         instrument_ids=list(instrument_ids),
         strategy_ids=list(strategies),
-        instrument=instrument,
-        strategy=strategy,
-        side=side,
-        entry_ts=entry_ts,
+        instrument=ints[0].astype(np.int32),
+        strategy=ints[1].astype(np.int32),
+        side=ints[2].astype(np.int8),
+        entry_ts=ints[3].copy(),
         entry_price=entry_price,
-        quantity=qty_in,
-        exit_ts=exit_ts,
+        quantity=floats[0].copy(),
+        exit_ts=ints[4].copy(),
         exit_price=exit_price,
         is_open=is_open,
-        pnl=pnl,
-        commission=commission,
-        net_pnl=pnl - commission,
-        fills=count,
+        pnl=floats[4].copy(),
+        commission=floats[5].copy(),
+        net_pnl=floats[4] - floats[5],
+        fills=ints[5].copy(),
     )
 
 
 def warm_up() -> None:
     """Load the compiled round-trip kernel now rather than at the end of the first run."""
-    empty_i = np.zeros(0, dtype=np.int32)
-    empty_f = np.zeros(0, dtype=np.float64)
-    _round_trips_kernel(
-        np.zeros(0, dtype=np.int64),
-        empty_i,
-        empty_i,
-        empty_f,
-        empty_f,
-        empty_f,
-        empty_f,
-        empty_f,
-        1,
+    round_trips(
+        {
+            "ts": np.zeros(0, dtype=np.int64),
+            "instrument": np.zeros(0, dtype=np.int32),
+            "strategy": np.zeros(0, dtype=np.int32),
+            **{c: np.zeros(0) for c in ("qty", "price", "commission", "realized", "position")},
+        },
+        ["X.SIM"],
+        [],
     )
 
 
@@ -674,6 +626,10 @@ def _bucket() -> dict[str, float]:
     return {"pnl": 0.0, "commission": 0.0, "net_pnl": 0.0, "traded_notional": 0.0, "fills": 0}
 
 
+_BLOCK = 2_048
+"""Fills per block where a computation over the fill log goes a block at a time."""
+
+
 def _attribution(history: AccountHistory, fills: dict[str, np.ndarray]) -> dict[str, Any]:
     pf = history.portfolio
     instruments = list(pf.instruments)
@@ -683,31 +639,39 @@ def _attribution(history: AccountHistory, fills: dict[str, np.ndarray]) -> dict[
     inst = fills["instrument"]
     strat = fills["strategy"]
     qty = fills["qty"]
-    # per fill: -qty * price * multiplier (cash) and |qty * price| * multiplier (notional),
-    # computed in place (negation commutes exactly with a product)
-    mult_of = mult[0] if m == 1 else mult[inst]
-    flow = qty * fills["price"]
-    notional = np.abs(flow)
-    notional *= mult_of
-    flow *= mult_of
-    np.negative(flow, out=flow)
-    # per (strategy, instrument): cash flows, net quantity, commission, notional, fills;
-    # bincount adds each cell's figures in fill order, from 0, as a loop over the fills
-    cell = strat.astype(np.intp)
-    cell *= m
-    cell += inst
+    price = fills["price"]
+    paid = fills["commission"]
+    # per (strategy, instrument): cash flows (-qty * price * multiplier), net quantity,
+    # commission, notional (|qty * price| * multiplier) and fills, each added in fill
+    # order from 0 (np.add.at is a loop over the fills). A block of fills at a time:
+    # temporaries as long as the fill log would outlive their use in the heap.
     cells = k * m
-
-    def total(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(cell, weights=weights, minlength=cells).reshape(k, m)
-
-    cash = total(flow)
-    del flow
-    net_qty = total(qty)
-    commission = total(fills["commission"])
-    traded = total(notional)
-    del notional
-    count = np.bincount(cell, minlength=cells).reshape(k, m).astype(np.int64, copy=False)
+    cash: np.ndarray = np.zeros(cells)
+    net_qty: np.ndarray = np.zeros(cells)
+    commission: np.ndarray = np.zeros(cells)
+    traded: np.ndarray = np.zeros(cells)
+    count: np.ndarray = np.zeros(cells, dtype=np.int64)
+    for lo in range(0, len(qty), _BLOCK):
+        hi = lo + _BLOCK
+        cell = strat[lo:hi].astype(np.intp)
+        cell *= m
+        cell += inst[lo:hi]
+        mult_of = mult[0] if m == 1 else mult[inst[lo:hi]]
+        flow = qty[lo:hi] * price[lo:hi]
+        notional = np.abs(flow)
+        notional *= mult_of
+        flow *= mult_of
+        np.negative(flow, out=flow)  # negation commutes exactly with a product
+        np.add.at(cash, cell, flow)
+        np.add.at(net_qty, cell, qty[lo:hi])
+        np.add.at(commission, cell, paid[lo:hi])
+        np.add.at(traded, cell, notional)
+        np.add.at(count, cell, 1)
+    cash = cash.reshape(k, m)
+    net_qty = net_qty.reshape(k, m)
+    commission = commission.reshape(k, m)
+    traded = traded.reshape(k, m)
+    count = count.reshape(k, m)
     marks = np.where(np.isnan(pf.mark_price), 0.0, pf.mark_price)
     pnl = cash + net_qty * marks * mult
     exact = pf.realized + pf.unrealized
@@ -782,29 +746,62 @@ def analyse(
     c = history.curve()
     ts, equity, qty = c["ts"], c["equity"], c["positions"]
     marks = c.pop("marks")
-    value = np.where(np.isnan(marks), 0.0, marks)
-    del marks
-    np.multiply(qty, value, out=value)
-    value *= pf.mult
-    gross = np.abs(value).sum(axis=1)
-    net = value.sum(axis=1)
+    total = len(ts)
     classes: dict[str, list[int]] = {}
     for i, x in enumerate(instruments):
         classes.setdefault(x.asset_class, []).append(i)
-    if list(classes.values()) == [list(range(len(instruments)))]:
-        # one asset class of every instrument: its gross exposure is the gross exposure
-        gross_by_class = gross[:, np.newaxis]
-    else:
-        gross_by_class = np.column_stack(
-            [np.abs(value[:, cols]).sum(axis=1) for cols in classes.values()]
-        )
-    del value
-    peak = np.maximum.accumulate(equity)
+    one_class = list(classes.values()) == [list(range(len(instruments)))]
+    # Curve-long columns a block of rows at a time (each row on its own, so the same
+    # figures as over the whole curve), in an order that keeps few of them at once.
+    # Exposures, from the marks:
+    gross = np.empty(total)
+    net = np.empty(total)
+    # one asset class of every instrument: its gross exposure is the gross exposure
+    gross_by_class = gross[:, np.newaxis] if one_class else np.empty((total, len(classes)))
+    for a in range(0, total, _BLOCK):
+        value = np.where(np.isnan(marks[a : a + _BLOCK]), 0.0, marks[a : a + _BLOCK])
+        np.multiply(qty[a : a + _BLOCK], value, out=value)
+        value *= pf.mult
+        gross[a : a + _BLOCK] = np.abs(value).sum(axis=1)
+        net[a : a + _BLOCK] = value.sum(axis=1)
+        if not one_class:
+            for j, cols in enumerate(classes.values()):
+                gross_by_class[a : a + _BLOCK, j] = np.abs(value[:, cols]).sum(axis=1)
+    del marks
+    # means over time, on the durations between samples:
+    dt = scratch(max(total - 1, 0))
+    work = np.empty(total)  # in the market, then leverage, then the drawdown
+    for a in range(0, total, _BLOCK):
+        b = min(a + _BLOCK, total)
+        dt[a : b - 1] = np.diff(ts[a:b])
+        if b < total:
+            dt[b - 1] = ts[b] - ts[b - 1]
+        work[a:b] = np.abs(qty[a:b]).sum(axis=1) > 0
+    time_in_market = _time_weighted(ts, work, dt)
+    mean_equity = _time_weighted(ts, equity, dt)
     with np.errstate(divide="ignore", invalid="ignore"):
-        drawdown = equity / peak
-        np.subtract(1.0, drawdown, out=drawdown)
-        drawdown[~(peak > 0)] = 0.0
-    del peak
+        np.divide(gross, equity, out=work)
+    work[~(equity > 0)] = 0.0
+    average_leverage = _time_weighted(ts, work, dt)
+    average_gross = _time_weighted(ts, gross, dt)
+    average_net = _time_weighted(ts, net, dt)
+    by_class = {
+        name: _finite(_time_weighted(ts, gross_by_class[:, j], dt))
+        for j, name in enumerate(classes)
+    }
+    del dt
+    # drawdown from the running peak, which goes on from block to block:
+    drawdown = work
+    high = None
+    for a in range(0, total, _BLOCK):
+        peak = np.maximum.accumulate(equity[a : a + _BLOCK])
+        if high is not None:
+            np.maximum(peak, high, out=peak)
+        high = peak[-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.divide(equity[a : a + _BLOCK], peak, out=drawdown[a : a + _BLOCK])
+            np.subtract(1.0, part, out=part)
+            part[~(peak > 0)] = 0.0
 
     start_ts, end_ts = int(ts[0]), int(ts[-1])
     start_eq, end_eq = float(equity[0]), float(equity[-1])
@@ -815,17 +812,6 @@ def analyse(
     episode = drawdown_episode(p_ts, p_eq)
     duration_s = (end_ts - start_ts) / _NS
     years = duration_s / (trading_days_per_year * 86_400.0)
-
-    dt = np.diff(ts).astype(np.float64)
-    in_market = (np.abs(qty).sum(axis=1) > 0).astype(np.float64)
-    time_in_market = _time_weighted(ts, in_market, dt)
-    del in_market
-    mean_equity = _time_weighted(ts, equity, dt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        leverage = gross / equity
-    leverage[~(equity > 0)] = 0.0
-    average_leverage = _time_weighted(ts, leverage, dt)
-    del leverage
 
     day_ts = np.concatenate(([start_ts], history.day_ts, [end_ts]))
     day_eq = np.concatenate(([start_eq], history.day_equity, [end_eq]))
@@ -871,13 +857,10 @@ def analyse(
         "average_win": float(wins.mean()) if len(wins) else None,
         "average_loss": float(losses.mean()) if len(losses) else None,
         "time_in_market": _finite(time_in_market),
-        "average_gross_exposure": _finite(_time_weighted(ts, gross, dt)),
-        "average_net_exposure": _finite(_time_weighted(ts, net, dt)),
+        "average_gross_exposure": _finite(average_gross),
+        "average_net_exposure": _finite(average_net),
         "average_leverage": _finite(average_leverage),
-        "exposure_by_asset_class": {
-            name: _finite(_time_weighted(ts, gross_by_class[:, j], dt))
-            for j, name in enumerate(classes)
-        },
+        "exposure_by_asset_class": by_class,
         "costs": costs,
         "costs_total": sum(costs.values()),
         "attribution": attribution,

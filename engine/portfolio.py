@@ -24,6 +24,7 @@ change it).
 from __future__ import annotations
 
 import math
+import mmap
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,28 @@ from numba import njit
 from engine.instruments import InstrumentTable
 from engine.ticks import QUOTE_DTYPE
 
-__all__ = ["DAY_NS", "SAMPLE_KINDS", "AccountHistory", "Portfolio", "PositionView", "warm_up"]
+__all__ = [
+    "DAY_NS",
+    "SAMPLE_KINDS",
+    "AccountHistory",
+    "Portfolio",
+    "PositionView",
+    "scratch",
+    "warm_up",
+]
+
+
+def scratch(shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    """A zeroed array in memory of its own (an anonymous memory map), for a temporary as
+    long as a run's fill log or curve: the memory goes back to the system when the array
+    goes, where a freed block of the heap would stay with the process (and in its peak
+    memory) until something else of that size takes its place."""
+    dims = (shape,) if isinstance(shape, int) else shape
+    dt = np.dtype(dtype)
+    count = math.prod(dims)
+    if count == 0:
+        return np.zeros(dims, dtype=dt)
+    return np.frombuffer(mmap.mmap(-1, count * dt.itemsize), dtype=dt).reshape(dims)
 
 
 class PositionView:
@@ -265,7 +287,8 @@ def warm_up() -> None:
     """Load the compiled kernels now rather than on the first tick. Column views of a batch
     are strided, except in a one-row batch, which numba would compile (and load) apart:
     a one-row batch is marked in Python instead (the same arithmetic), and only the
-    strided layout is loaded. Each loaded kernel holds memory for the rest of the run."""
+    strided layout is loaded. Each loaded kernel holds memory for the rest of the run, so
+    the sampling kernel is loaded when first needed (see ``_SAMPLED_KERNEL_FROM``)."""
     one = np.ones(1)
     for rows in (2,):
         batch = np.zeros(rows, dtype=QUOTE_DTYPE)
@@ -283,29 +306,6 @@ def warm_up() -> None:
             0.0,
             np.zeros(4),
         )
-        _mark_sampled_kernel(
-            batch["ts_event"],
-            batch["instrument"],
-            batch["bid"],
-            batch["ask"],
-            np.zeros(1),
-            np.zeros(1),
-            one,
-            np.zeros(1),
-            np.zeros(1),
-            0.0,
-            np.zeros(4),
-            np.array([0, 0, 2**62, 2**62, 1, 0], dtype=np.int64),
-            np.zeros(1, dtype=np.int64),
-            np.zeros(1, dtype=np.uint8),
-            np.zeros(1),
-            np.zeros(1),
-            np.zeros(1, dtype=np.int64),
-            np.zeros((1, 1)),
-            np.zeros(1, dtype=np.int64),
-            np.zeros(1),
-            0,
-        )
 
 
 # --- the account over time -----------------------------------------------------------------
@@ -318,6 +318,12 @@ SAMPLE_KINDS = ("start", "sample", "fill", "end")
 """Names of the sample kinds, indexed by the ``kind`` column of :meth:`AccountHistory.curve`."""
 
 _NEVER = 2**63 - 1
+
+_SAMPLED_KERNEL_FROM = 3
+"""A batch crossing more grid points (or midnights) than about this is marked and sampled
+by the batch kernel (loaded on its first use: each loaded kernel holds memory, and a
+replay that trades often cuts batches that cross one grid point at most); fewer, by the
+marking kernel between them and the sampling in Python."""
 
 
 def _grown(a: np.ndarray, capacity: int) -> np.ndarray:
@@ -408,6 +414,10 @@ class AccountHistory:
         self.n_fills = 0
         self._fill_capacity = 0
         self._cost_columns: list[np.ndarray | None] = [None] * len(cost_kinds)
+        # instrument and strategy indexes: made, zeroed, at the first that is not 0 (a run
+        # of one instrument and one strategy has none)
+        self._index_columns: list[np.ndarray | None] = [None, None]
+        self._index_writers: list[Any] = [None, None]
         # memoryviews store floats too, which typeshed does not say: typed Any
         self._cost_writers: list[Any] = [None] * len(cost_kinds)
         self._grow_fills(fill_capacity)
@@ -457,6 +467,33 @@ class AccountHistory:
             pf.mark_batch(data["instrument"], data["bid"], data["ask"])
             return
         ts, inst, bid, ask = data["ts_event"], data["instrument"], data["bid"], data["ask"]
+        if (last_ts - self._next) // min(self.interval_ns, DAY_NS) < _SAMPLED_KERNEL_FROM:
+            # a grid point or two: mark up to each, then record it as a tick at it would
+            # (the batch kernel, loaded only for batches that cross many, does the same)
+            t = 0
+            while True:
+                until = n
+                if last_ts >= self._next:
+                    until = t + int(np.searchsorted(ts[t:], self._next, side="left"))
+                if until > t:
+                    _mark_run(
+                        inst,
+                        bid,
+                        ask,
+                        t,
+                        until,
+                        pf.qty,
+                        pf.avg,
+                        pf.mult,
+                        pf.unrealized,
+                        pf.mark_price,
+                        pf.balance,
+                        pf.curve,
+                    )
+                if until == n:
+                    return
+                self._cross(int(ts[until]))
+                t = until
         st = self._state
         done = 0
         while done < n:
@@ -528,18 +565,20 @@ class AccountHistory:
             self._grow_fills(2 * m)
         w = self._w
         w[0][m] = ts
-        w[1][m] = i
-        w[2][m] = s
-        w[3][m] = signed_qty
-        w[4][m] = price
-        w[5][m] = commission
-        w[6][m] = realized
-        w[7][m] = position
-        w[8][m] = pf.balance
-        w[9][m] = equity
+        w[1][m] = signed_qty
+        w[2][m] = price
+        w[3][m] = commission
+        w[4][m] = realized
+        w[5][m] = position
+        w[6][m] = pf.balance
+        w[7][m] = equity
         marks = pf.mark_price
         n = len(marks)
-        w[10][m * n : m * n + n] = marks
+        w[8][m * n : m * n + n] = marks
+        if i:  # instrument and strategy 0 are what those columns hold until one is not
+            (self._index_writers[0] or self._add_index_column(0))[m] = i
+        if s:
+            (self._index_writers[1] or self._add_index_column(1))[m] = s
         for j, cost in enumerate(costs):  # none given: none reported
             if cost != 0.0 or math.copysign(1.0, cost) < 0.0:  # 0.0 is what a column holds
                 writer = self._cost_writers[j]
@@ -595,9 +634,9 @@ class AccountHistory:
         m = self.n_fills
         columns = []
         for dtype, width, old in zip(
-            (np.int64, np.int32, np.int32, *([np.float64] * 8)),
-            (*([1] * 10), len(self.portfolio.instruments)),
-            getattr(self, "_fill_columns", [None] * 11),
+            (np.int64, *([np.float64] * 8)),
+            (*([1] * 8), len(self.portfolio.instruments)),
+            getattr(self, "_fill_columns", [None] * 9),
             strict=True,
         ):
             new = np.empty(capacity * width, dtype=dtype)
@@ -607,8 +646,6 @@ class AccountHistory:
         self._fill_columns = columns
         (
             self._f_ts,
-            self._f_instrument,
-            self._f_strategy,
             self._f_qty,
             self._f_price,
             self._f_commission,
@@ -623,6 +660,17 @@ class AccountHistory:
         for j, old_costs in enumerate(self._cost_columns):
             if old_costs is not None:
                 self._add_cost_column(j)[:m] = old_costs[:m]
+        for j, old_index in enumerate(self._index_columns):
+            if old_index is not None:
+                self._add_index_column(j)[:m] = old_index[:m]
+
+    def _add_index_column(self, j: int) -> Any:
+        """A zeroed instrument (``j`` 0) or strategy (1) column; its writer."""
+        column = np.zeros(self._fill_capacity, dtype=np.int32)
+        writer: Any = column.data  # a memoryview
+        self._index_columns[j] = column
+        self._index_writers[j] = writer
+        return writer
 
     def _add_cost_column(self, j: int) -> Any:
         """A zeroed column for cost kind ``j`` (the capacity of the log); its writer."""
@@ -671,10 +719,13 @@ class AccountHistory:
         columns are views of the log."""
         m = self.n_fills
         width, kinds = len(self.portfolio.instruments), len(self.cost_kinds)
+        instrument, strategy = (
+            scratch(m, np.int32) if c is None else c[:m] for c in self._index_columns
+        )
         log = {
             "ts": self._f_ts[:m],
-            "instrument": self._f_instrument[:m],
-            "strategy": self._f_strategy[:m],
+            "instrument": instrument,
+            "strategy": strategy,
             "qty": self._f_qty[:m],
             "price": self._f_price[:m],
             "commission": self._f_commission[:m],
@@ -700,44 +751,51 @@ class AccountHistory:
         s, f = self.samples, self.fill_log(costs=False)
         n, k = len(s["ts"]), len(f["ts"])
         total = n + k
+        m = len(self.portfolio.instruments)
         # A sample taken with j fills booked sits between fill j - 1 and fill j (both are
         # in time order): sample r lands after r samples and its fills_before fills, and
         # fill j after j fills and the samples taken with at most j fills booked. Each
-        # column is written in place at those rows, with no merged copy to sort.
+        # column is written in place at those rows, with no merged copy to sort; fills a
+        # block at a time, so no temporary is as long as the log.
         fills_before = s["fills_before"]
         at_s = np.arange(n, dtype=np.int64)
         at_s += fills_before
-        at_f = np.arange(k, dtype=np.int64)
-        at_f += np.searchsorted(fills_before, at_f, side="right")
-
-        def merged(sampled: np.ndarray, filled: np.ndarray) -> np.ndarray:
-            out = np.empty((total, *sampled.shape[1:]), dtype=sampled.dtype)
-            out[at_s] = sampled
-            out[at_f] = filled
-            return out
-
-        kind = np.full(total, SAMPLE_FILL, dtype=np.uint8)
-        kind[at_s] = s["kind"]
-        m = len(self.portfolio.instruments)
-        positions = np.zeros((total, m), dtype=np.float64)
-        for i in range(m):
-            if m == 1:  # every fill is of the one instrument
-                rows, after = at_f, f["position"]
-            else:
-                mine = np.flatnonzero(f["instrument"] == i)
-                rows, after = at_f[mine], f["position"][mine]
-            if len(rows) == 0:
-                continue
-            # a fill's position holds until the instrument's next fill; flat before the first
-            positions[rows[0] :, i] = np.repeat(after, np.diff(rows, append=total))
-        return {
-            "ts": merged(s["ts"], f["ts"]),
-            "kind": kind,
-            "balance": merged(s["balance"], f["balance"]),
-            "equity": merged(s["equity"], f["equity"]),
-            "positions": positions,
-            "marks": merged(s["marks"], f["marks"]),
+        out: dict[str, np.ndarray] = {
+            "ts": np.empty(total, dtype=np.int64),
+            "kind": np.full(total, SAMPLE_FILL, dtype=np.uint8),
+            "balance": np.empty(total, dtype=np.float64),
+            "equity": np.empty(total, dtype=np.float64),
+            "positions": np.zeros((total, m), dtype=np.float64),
+            # in a backtest, the analysis needs the marks only while it computes exposures
+            "marks": scratch((total, m)),
         }
+        for name in ("ts", "kind", "balance", "equity", "marks"):
+            out[name][at_s] = s[name]
+        positions = out["positions"]
+        after = f["position"]
+        if m == 1 and k:
+            # every fill is of the one instrument: a sample holds the position after the
+            # last fill before it (flat before the first)
+            positions[at_s, 0] = np.where(fills_before > 0, after[fills_before - 1], 0.0)
+        for a in range(0, k, _BLOCK):
+            at = np.arange(a, min(a + _BLOCK, k), dtype=np.int64)
+            at += np.searchsorted(fills_before, at, side="right")
+            for name in ("ts", "balance", "equity", "marks"):
+                out[name][at] = f[name][a : a + _BLOCK]
+            if m == 1:
+                positions[at, 0] = after[a : a + _BLOCK]
+        for i in range(m if m > 1 else 0):
+            mine = np.flatnonzero(f["instrument"] == i)
+            if len(mine) == 0:
+                continue
+            rows = mine + np.searchsorted(fills_before, mine, side="right")
+            # a fill's position holds until the instrument's next fill; flat before the first
+            positions[rows[0] :, i] = np.repeat(after[mine], np.diff(rows, append=total))
+        return out
+
+
+_BLOCK = 8_192
+"""Fills per block where the fill log is read a block at a time."""
 
 
 @njit(cache=True, nogil=True)
