@@ -488,6 +488,12 @@ def _round_trips_kernel(
     return closed
 
 
+def _indexes(values: np.ndarray) -> np.ndarray:
+    """``values`` as int32. All zeros (one instrument, one strategy) are a scratch map's
+    zeros, which take no memory until written."""
+    return values.astype(np.int32) if values.any() else scratch(len(values), np.int32)
+
+
 def round_trips(
     fills: dict[str, np.ndarray], instrument_ids: list[str], strategies: list[str]
 ) -> TradeLog:
@@ -518,13 +524,13 @@ def round_trips(
         entry_price = floats[1] / floats[0]
         exit_price = floats[3] / floats[2]
     exit_price[~(floats[2] > 0)] = np.nan
-    is_open = np.zeros(n, dtype=np.bool_)
+    is_open = scratch(n, np.bool_)  # False but for the last few: those pages only are written
     is_open[closed:] = True
     return TradeLog(
         instrument_ids=list(instrument_ids),
         strategy_ids=list(strategies),
-        instrument=ints[0].astype(np.int32),
-        strategy=ints[1].astype(np.int32),
+        instrument=_indexes(ints[0]),
+        strategy=_indexes(ints[1]),
         side=ints[2].astype(np.int8),
         entry_ts=ints[3].copy(),
         entry_price=entry_price,
