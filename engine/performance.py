@@ -739,7 +739,7 @@ def analyse(
     ids = [x.id for x in instruments]
     # Memory: what comes from the fill log first, then the curve; temporaries as long as
     # the curve are dropped as soon as they are used (a run can have millions of fills).
-    fills = history.fill_log(costs=False)
+    fills = history.fill_log(costs=False, account=False)
     trades = round_trips(fills, ids, history.strategies)
     done = trades.net_pnl[~trades.is_open]
     wins, losses = done[done > 0], done[done < 0]

@@ -362,10 +362,13 @@ class AccountHistory:
 
     Positions are not stored per sample: they change only at fills, and the fill log
     holds the position after each fill. Storage is preallocated numpy columns that double
-    when full, with no Python object kept per sample or per fill. The fill log's columns
-    are allocated without being zeroed, so only the rows written take memory, and a fill
-    is written through memoryviews (a fraction of the cost of a numpy element write). Times
-    are integer nanoseconds, money the account currency.
+    when full, with no Python object kept per sample or per fill. Samples and fills share
+    one set of rows, in the order they happened, for what both record (time, balance,
+    equity, marks): the curve is those rows as they are, and the fill log's own columns
+    hold the rest. Large columns are allocated without being zeroed, so only the rows
+    written take memory, and a fill is written through memoryviews (a fraction of the
+    cost of a numpy element write). Times are integer nanoseconds, money the account
+    currency.
     """
 
     def __init__(
@@ -391,18 +394,19 @@ class AccountHistory:
         self._next_sample = _NEVER
         self._next_day = _NEVER
         self._next = _NEVER
-        # the batch kernel's [samples, days, next grid point, next midnight, interval, fills]
-        self._state = np.zeros(6, dtype=np.int64)
-        m = len(portfolio.instruments)
+        # the batch kernel's [rows, days, next grid point, next midnight, interval, fills,
+        # samples]
+        self._state = np.zeros(7, dtype=np.int64)
         cap = max(capacity, 2)
-        # samples: start, grid, end
+        # rows, samples and fills in the order they happened: time, kind, balance, equity
+        # and the marks (a row of them per row)
+        self.n_rows = 0
+        self._row_capacity = 0
+        self._grow_rows(cap + fill_capacity)
+        # samples (start, grid, end): their rows, and the fills booked before each
         self.n = 0
-        self._ts = np.zeros(cap, dtype=np.int64)
-        self._kind = np.zeros(cap, dtype=np.uint8)
-        self._balance = np.zeros(cap, dtype=np.float64)
-        self._equity = np.zeros(cap, dtype=np.float64)
+        self._sample_rows = np.zeros(cap, dtype=np.int64)
         self._fills_before = np.zeros(cap, dtype=np.int64)
-        self._mark = np.zeros((cap, m), dtype=np.float64)
         # day closes
         self.n_days = 0
         self._day_ts = np.zeros(64, dtype=np.int64)
@@ -497,8 +501,8 @@ class AccountHistory:
         st = self._state
         done = 0
         while done < n:
-            st[0], st[1], st[2], st[3] = self.n, self.n_days, self._next_sample, self._next_day
-            st[4], st[5] = self.interval_ns, self.n_fills
+            st[0], st[1], st[2], st[3] = self.n_rows, self.n_days, self._next_sample, self._next_day
+            st[4], st[5], st[6] = self.interval_ns, self.n_fills, self.n
             done = _mark_sampled_kernel(
                 ts,
                 inst,
@@ -516,15 +520,17 @@ class AccountHistory:
                 self._kind,
                 self._balance,
                 self._equity,
-                self._fills_before,
                 self._mark,
+                self._sample_rows,
+                self._fills_before,
                 self._day_ts,
                 self._day_equity,
                 done,
             )
-            self.n, self.n_days = int(st[0]), int(st[1])
+            self.n_rows, self.n_days, self.n = int(st[0]), int(st[1]), int(st[6])
             self._next_sample, self._next_day = int(st[2]), int(st[3])
             if done < n:  # a column is full: make room and go on from that tick
+                self._grow_rows(2 * self._row_capacity)
                 self._grow_samples()
                 self._grow_days()
         self._next = min(self._next_sample, self._next_day)
@@ -560,21 +566,27 @@ class AccountHistory:
         if s is None:
             s = self._strategy_index[strategy_id] = len(self.strategies)
             self.strategies.append(strategy_id)
+        r = self.n_rows
+        if r == self._row_capacity:
+            self._grow_rows(2 * r)
+        row = self._row_writers
+        row[0][r] = ts
+        row[1][r] = SAMPLE_FILL
+        row[2][r] = pf.balance
+        row[3][r] = equity
+        marks = pf.mark_price
+        n = len(marks)
+        row[4][r * n : r * n + n] = marks
+        self.n_rows = r + 1
         m = self.n_fills
         if m == self._fill_capacity:
             self._grow_fills(2 * m)
         w = self._w
-        w[0][m] = ts
-        w[1][m] = signed_qty
-        w[2][m] = price
-        w[3][m] = commission
-        w[4][m] = realized
-        w[5][m] = position
-        w[6][m] = pf.balance
-        w[7][m] = equity
-        marks = pf.mark_price
-        n = len(marks)
-        w[8][m * n : m * n + n] = marks
+        w[0][m] = signed_qty
+        w[1][m] = price
+        w[2][m] = commission
+        w[3][m] = realized
+        w[4][m] = position
         if i:  # instrument and strategy 0 are what those columns hold until one is not
             (self._index_writers[0] or self._add_index_column(0))[m] = i
         if s:
@@ -606,22 +618,47 @@ class AccountHistory:
         self._next = min(self._next_sample, self._next_day)
 
     def _record(self, ts: int, kind: int) -> None:
-        n = self.n
-        if n == len(self._ts):
+        n, r = self.n, self.n_rows
+        if n == len(self._sample_rows):
             self._grow_samples()
+        if r == self._row_capacity:
+            self._grow_rows(2 * r)
         pf = self.portfolio
-        self._ts[n] = ts
-        self._kind[n] = kind
-        self._balance[n] = pf.balance
-        self._equity[n] = pf.curve[3]
+        self._ts[r] = ts
+        self._kind[r] = kind
+        self._balance[r] = pf.balance
+        self._equity[r] = pf.curve[3]
+        self._mark[r] = pf.mark_price
+        self._sample_rows[n] = r
         self._fills_before[n] = self.n_fills
-        self._mark[n] = pf.mark_price
         self.n = n + 1
+        self.n_rows = r + 1
 
     def _grow_samples(self) -> None:
-        cap = 2 * len(self._ts)
-        for name in ("_ts", "_kind", "_balance", "_equity", "_fills_before", "_mark"):
-            setattr(self, name, _grown(getattr(self, name), cap))
+        cap = 2 * len(self._sample_rows)
+        self._sample_rows = _grown(self._sample_rows, cap)
+        self._fills_before = _grown(self._fills_before, cap)
+
+    def _grow_rows(self, capacity: int) -> None:
+        """Rows for ``capacity`` samples and fills, holding those recorded so far.
+        Allocated, not zeroed: only the rows written take memory."""
+        r, m = self.n_rows, len(self.portfolio.instruments)
+        columns = []
+        for dtype, width, old in zip(
+            (np.int64, np.uint8, np.float64, np.float64, np.float64),
+            (1, 1, 1, 1, m),
+            getattr(self, "_row_columns", [None] * 5),
+            strict=True,
+        ):
+            new = np.empty(capacity * width, dtype=dtype)
+            if old is not None:
+                new[: r * width] = old[: r * width]
+            columns.append(new)
+        self._row_columns = columns
+        self._ts, self._kind, self._balance, self._equity, mark = columns
+        self._mark = mark.reshape(capacity, m)
+        self._row_writers: list[Any] = [c.data for c in columns]  # memoryviews
+        self._row_capacity = capacity
 
     def _grow_days(self) -> None:
         cap = 2 * len(self._day_ts)
@@ -633,27 +670,18 @@ class AccountHistory:
         zeroed: only the rows written take memory."""
         m = self.n_fills
         columns = []
-        for dtype, width, old in zip(
-            (np.int64, *([np.float64] * 8)),
-            (*([1] * 8), len(self.portfolio.instruments)),
-            getattr(self, "_fill_columns", [None] * 9),
-            strict=True,
-        ):
-            new = np.empty(capacity * width, dtype=dtype)
+        for old in getattr(self, "_fill_columns", [None] * 5):
+            new = np.empty(capacity, dtype=np.float64)
             if old is not None:
-                new[: m * width] = old[: m * width]
+                new[:m] = old[:m]
             columns.append(new)
         self._fill_columns = columns
         (
-            self._f_ts,
             self._f_qty,
             self._f_price,
             self._f_commission,
             self._f_realized,
             self._f_position,
-            self._f_balance,
-            self._f_equity,
-            self._f_mark,
         ) = columns
         self._w: list[Any] = [c.data for c in columns]  # memoryviews
         self._fill_capacity = capacity
@@ -691,15 +719,22 @@ class AccountHistory:
     def samples(self) -> dict[str, np.ndarray]:
         """The samples without the fills: ``ts``, ``kind`` (start, grid or end),
         ``balance``, ``equity``, ``fills_before`` (fills booked before it) and ``marks``."""
-        n = self.n
+        rows = self._sample_rows[: self.n]
         return {
-            "ts": self._ts[:n],
-            "kind": self._kind[:n],
-            "balance": self._balance[:n],
-            "equity": self._equity[:n],
-            "fills_before": self._fills_before[:n],
-            "marks": self._mark[:n],
+            "ts": self._ts[rows],
+            "kind": self._kind[rows],
+            "balance": self._balance[rows],
+            "equity": self._equity[rows],
+            "fills_before": self._fills_before[: self.n],
+            "marks": self._mark[rows],
         }
+
+    def _fill_rows(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The rows of fills ``lo`` to ``hi``: fill j comes after j fills and the samples
+        taken with at most j fills booked."""
+        at = np.arange(lo, self.n_fills if hi is None else min(hi, self.n_fills))
+        at += np.searchsorted(self._fills_before[: self.n], at, side="right")
+        return at
 
     @property
     def day_ts(self) -> np.ndarray:
@@ -710,20 +745,22 @@ class AccountHistory:
     def day_equity(self) -> np.ndarray:
         return self._day_equity[: self.n_days]
 
-    def fill_log(self, *, costs: bool = True) -> dict[str, np.ndarray]:
+    def fill_log(self, *, costs: bool = True, account: bool = True) -> dict[str, np.ndarray]:
         """The fills, in the order booked: ``ts``, ``instrument`` (index), ``strategy``
         (index into :attr:`strategies`), ``qty`` (signed), ``price``, ``commission``,
         ``realized``; after the fill ``position`` (of that instrument), ``balance``,
-        ``equity`` and ``marks`` (every instrument); and ``costs`` (one column per kind),
-        unless ``costs`` is False (a copy: :meth:`cost_sums` has their totals). The other
-        columns are views of the log."""
+        ``equity`` and ``marks`` (every instrument), unless ``account`` is False; and
+        ``costs`` (one column per kind), unless ``costs`` is False (:meth:`cost_sums` has
+        their totals). Times, the account and costs are copies (their rows are shared
+        with the samples), the other columns views of the log."""
         m = self.n_fills
-        width, kinds = len(self.portfolio.instruments), len(self.cost_kinds)
+        kinds = len(self.cost_kinds)
         instrument, strategy = (
             scratch(m, np.int32) if c is None else c[:m] for c in self._index_columns
         )
+        rows = self._fill_rows()
         log = {
-            "ts": self._f_ts[:m],
+            "ts": self._ts[rows],
             "instrument": instrument,
             "strategy": strategy,
             "qty": self._f_qty[:m],
@@ -731,10 +768,11 @@ class AccountHistory:
             "commission": self._f_commission[:m],
             "realized": self._f_realized[:m],
             "position": self._f_position[:m],
-            "balance": self._f_balance[:m],
-            "equity": self._f_equity[:m],
-            "marks": self._f_mark[: m * width].reshape(m, width),
         }
+        if account:
+            log["balance"] = self._balance[rows]
+            log["equity"] = self._equity[rows]
+            log["marks"] = self._mark[rows]
         if costs:
             log["costs"] = (
                 np.column_stack([np.zeros(m) if c is None else c[:m] for c in self._cost_columns])
@@ -748,49 +786,43 @@ class AccountHistory:
         just before a fill comes first): ``ts``, ``kind`` (index into
         :data:`SAMPLE_KINDS`), ``balance``, ``equity``, ``positions`` and ``marks`` (one
         column per instrument)."""
-        s, f = self.samples, self.fill_log(costs=False)
-        n, k = len(s["ts"]), len(f["ts"])
-        total = n + k
+        r, k = self.n_rows, self.n_fills
         m = len(self.portfolio.instruments)
-        # A sample taken with j fills booked sits between fill j - 1 and fill j (both are
-        # in time order): sample r lands after r samples and its fills_before fills, and
-        # fill j after j fills and the samples taken with at most j fills booked. Each
-        # column is written in place at those rows, with no merged copy to sort; fills a
-        # block at a time, so no temporary is as long as the log.
-        fills_before = s["fills_before"]
-        at_s = np.arange(n, dtype=np.int64)
-        at_s += fills_before
         out: dict[str, np.ndarray] = {
-            "ts": np.empty(total, dtype=np.int64),
-            "kind": np.full(total, SAMPLE_FILL, dtype=np.uint8),
-            "balance": np.empty(total, dtype=np.float64),
-            "equity": np.empty(total, dtype=np.float64),
-            "positions": np.zeros((total, m), dtype=np.float64),
-            # in a backtest, the analysis needs the marks only while it computes exposures
-            "marks": scratch((total, m)),
+            "ts": self._ts[:r],
+            "kind": self._kind[:r],
+            "balance": self._balance[:r],
+            "equity": self._equity[:r],
+            "marks": self._mark[:r],
         }
-        for name in ("ts", "kind", "balance", "equity", "marks"):
-            out[name][at_s] = s[name]
-        positions = out["positions"]
-        after = f["position"]
-        if m == 1 and k:
+        for column in out.values():  # the history's own rows: not to be written to
+            column.flags.writeable = False
+        positions = np.zeros((r, m), dtype=np.float64)
+        after = self._f_position[:k]
+        if m == 1:
             # every fill is of the one instrument: a sample holds the position after the
             # last fill before it (flat before the first)
-            positions[at_s, 0] = np.where(fills_before > 0, after[fills_before - 1], 0.0)
-        for a in range(0, k, _BLOCK):
-            at = np.arange(a, min(a + _BLOCK, k), dtype=np.int64)
-            at += np.searchsorted(fills_before, at, side="right")
-            for name in ("ts", "balance", "equity", "marks"):
-                out[name][at] = f[name][a : a + _BLOCK]
-            if m == 1:
-                positions[at, 0] = after[a : a + _BLOCK]
-        for i in range(m if m > 1 else 0):
-            mine = np.flatnonzero(f["instrument"] == i)
-            if len(mine) == 0:
-                continue
-            rows = mine + np.searchsorted(fills_before, mine, side="right")
-            # a fill's position holds until the instrument's next fill; flat before the first
-            positions[rows[0] :, i] = np.repeat(after[mine], np.diff(rows, append=total))
+            if k:
+                fills_before = self._fills_before[: self.n]
+                positions[self._sample_rows[: self.n], 0] = np.where(
+                    fills_before > 0, after[fills_before - 1], 0.0
+                )
+            positions[out["kind"] == SAMPLE_FILL, 0] = after
+        else:
+            instrument = self._index_columns[0]
+            fill_rows = self._fill_rows()
+            for i in range(m):
+                mine = (
+                    np.flatnonzero(instrument[:k] == i)
+                    if instrument is not None
+                    else np.arange(k if i == 0 else 0)
+                )
+                if len(mine) == 0:
+                    continue
+                rows = fill_rows[mine]
+                # a fill's position holds until the instrument's next fill; flat before
+                positions[rows[0] :, i] = np.repeat(after[mine], np.diff(rows, append=r))
+        out["positions"] = positions
         return out
 
 
@@ -860,16 +892,18 @@ def _mark_sampled_kernel(
     s_kind: np.ndarray,
     s_balance: np.ndarray,
     s_equity: np.ndarray,
-    s_fills: np.ndarray,
     s_mark: np.ndarray,
+    s_rows: np.ndarray,
+    s_fills: np.ndarray,
     d_ts: np.ndarray,
     d_equity: np.ndarray,
     start: int,
 ) -> int:  # pragma: no cover - compiled
     """:func:`_mark_run` from tick ``start`` on, recording grid samples and day
-    closes as :meth:`AccountHistory._cross` does. ``state`` is [samples, days, next grid
-    point, next midnight, interval, fills] and is updated. Returns the index of the first
-    tick not marked: ``len(ts)``, or earlier when the sample or day columns are full."""
+    closes as :meth:`AccountHistory._cross` does. ``state`` is [rows, days, next grid
+    point, next midnight, interval, fills, samples] and is updated. Returns the index of
+    the first tick not marked: ``len(ts)``, or earlier when the row, sample or day columns
+    are full."""
     m = unrealized.shape[0]
     n = state[0]
     nd = state[1]
@@ -877,6 +911,7 @@ def _mark_sampled_kernel(
     next_day = state[3]
     interval = state[4]
     fills = state[5]
+    ns = state[6]
     day = np.int64(86_400_000_000_000)
     stop = ts.shape[0]
     t = start
@@ -920,7 +955,7 @@ def _mark_sampled_kernel(
         if t >= stop:
             break
         # tick t is at or past a grid point or midnight: record, then mark it next round
-        if n >= s_ts.shape[0] or nd >= d_ts.shape[0]:
+        if n >= s_ts.shape[0] or ns >= s_rows.shape[0] or nd >= d_ts.shape[0]:
             stop = t
             break
         now = ts[t]
@@ -930,9 +965,11 @@ def _mark_sampled_kernel(
             s_kind[n] = 1
             s_balance[n] = balance
             s_equity[n] = equity
-            s_fills[n] = fills
             for j in range(m):
                 s_mark[n, j] = mark_price[j]
+            s_rows[ns] = n
+            s_fills[ns] = fills
+            ns += 1
             n += 1
             next_sample = (now // interval + 1) * interval
         if now >= next_day:
@@ -944,4 +981,5 @@ def _mark_sampled_kernel(
     state[1] = nd
     state[2] = next_sample
     state[3] = next_day
+    state[6] = ns
     return int(stop)
