@@ -289,23 +289,21 @@ def warm_up() -> None:
     a one-row batch is marked in Python instead (the same arithmetic), and only the
     strided layout is loaded. Each loaded kernel holds memory for the rest of the run, so
     the sampling kernel is loaded when first needed (see ``_SAMPLED_KERNEL_FROM``)."""
-    one = np.ones(1)
-    for rows in (2,):
-        batch = np.zeros(rows, dtype=QUOTE_DTYPE)
-        _mark_run(
-            batch["instrument"],
-            batch["bid"],
-            batch["ask"],
-            0,
-            rows,
-            np.zeros(1),
-            np.zeros(1),
-            one,
-            np.zeros(1),
-            np.zeros(1),
-            0.0,
-            np.zeros(4),
-        )
+    batch = np.zeros(2, dtype=QUOTE_DTYPE)
+    _mark_run(
+        batch["instrument"],
+        batch["bid"],
+        batch["ask"],
+        0,
+        2,
+        np.zeros(1),
+        np.zeros(1),
+        np.ones(1),
+        np.zeros(1),
+        np.zeros(1),
+        0.0,
+        np.zeros(4),
+    )
 
 
 # --- the account over time -----------------------------------------------------------------
@@ -411,10 +409,10 @@ class AccountHistory:
         self.n_days = 0
         self._day_ts = np.zeros(64, dtype=np.int64)
         self._day_equity = np.zeros(64, dtype=np.float64)
-        # fill log: numpy columns written through memoryviews (a Python value stored
-        # through a memoryview costs far less than a numpy element write); marks are one
-        # flat column, a row of them per fill. A cost kind's column is made, zeroed, at its
-        # first cost that is not 0.0: kinds a run never incurs take no memory.
+        # the fill log's own columns (time, account and marks are in the fill's row),
+        # written through memoryviews: a Python value stored through a memoryview costs
+        # far less than a numpy element write. A cost kind's column is made, zeroed, at
+        # its first cost that is not 0.0: kinds a run never incurs take no memory.
         self.n_fills = 0
         self._fill_capacity = 0
         self._cost_columns: list[np.ndarray | None] = [None] * len(cost_kinds)

@@ -54,10 +54,10 @@ def inst(
 
 
 def history(
-    *instruments: Instrument, balance: float = 100_000.0, interval_s: int = 60
+    *instruments: Instrument, balance: float = 100_000.0, interval_s: int = 60, **capacity: int
 ) -> AccountHistory:
     pf = Portfolio(InstrumentTable(instruments or (inst(),)), balance)
-    return AccountHistory(pf, interval_s * S, cost_kinds=("spread",))
+    return AccountHistory(pf, interval_s * S, cost_kinds=("spread",), **capacity)
 
 
 def quotes(rows: list[tuple[int, int, float, float]]) -> np.ndarray:
@@ -204,9 +204,9 @@ def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
     fill_at = set(rng.choice(n, size=60, replace=False).tolist())
     two = (inst("AAA"), inst("BBB", "fx"))
 
-    def run(cuts: list[int] | None) -> AccountHistory:
+    def run(cuts: list[int] | None, **capacity: int) -> AccountHistory:
         """Batches cut at ``cuts`` (the numba kernel), or None: tick by tick (Python)."""
-        h = history(*two)
+        h = history(*two, **capacity)
         h.start(int(ts[0]))
         bounds = [0, *[c for c in (cuts or range(1, n)) if 0 < c < n], n]
         for a, b in itertools.pairwise(bounds):
@@ -236,7 +236,8 @@ def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
     )
     batched = run(random_cuts)
     one_batch_each = run(list(range(1, n)))  # the kernel, one tick at a time
-    for other in (batched, one_batch_each):
+    growing = run(random_cuts, capacity=2, fill_capacity=2)  # every column grows, often
+    for other in (batched, one_batch_each, growing):
         for part in ("curve", "samples", "fill_log"):
             mine = getattr(per_tick, part)
             theirs = getattr(other, part)
