@@ -318,10 +318,11 @@ SAMPLE_KINDS = ("start", "sample", "fill", "end")
 _NEVER = 2**63 - 1
 
 _SAMPLED_KERNEL_FROM = 3
-"""A batch crossing more grid points (or midnights) than about this is marked and sampled
-by the batch kernel (loaded on its first use: each loaded kernel holds memory, and a
-replay that trades often cuts batches that cross one grid point at most); fewer, by the
-marking kernel between them and the sampling in Python."""
+"""A batch crossing fewer grid points (or midnights) than about this is marked by the
+marking kernel up to each and sampled in Python (a replay that trades cuts batches that
+cross one at most). More: for one instrument, sampled from its ticks a batch at a time
+(``_mark_crossing``); otherwise by the batch kernel, loaded on its first use (each loaded
+kernel holds memory for the rest of the run)."""
 
 
 def _grown(a: np.ndarray, capacity: int) -> np.ndarray:
@@ -496,6 +497,8 @@ class AccountHistory:
                     return
                 self._cross(int(ts[until]))
                 t = until
+        if len(pf.mult) == 1 and self._mark_crossing(ts, inst, bid, ask, last_ts):
+            return
         st = self._state
         done = 0
         while done < n:
@@ -532,6 +535,88 @@ class AccountHistory:
                 self._grow_samples()
                 self._grow_days()
         self._next = min(self._next_sample, self._next_day)
+
+    def _mark_crossing(
+        self, ts: np.ndarray, inst: np.ndarray, bid: np.ndarray, ask: np.ndarray, last_ts: int
+    ) -> bool:
+        """:meth:`mark_batch` of one instrument's ticks over many grid points or midnights,
+        without the batch kernel: the account just before a tick is its predecessor's
+        mark (the one instrument's mid), with the marking kernel's arithmetic, so the
+        samples and day closes are found and computed a batch at a time, and the batch is
+        then marked at once. False (nothing done) for a batch that reaches more grid points
+        than this is for (a long gap in the data on a short interval)."""
+        interval = self.interval_ns
+        grid = (last_ts - self._next_sample) // interval + 1 if last_ts >= self._next_sample else 0
+        days = (last_ts - self._next_day) // DAY_NS + 1 if last_ts >= self._next_day else 0
+        n = len(ts)
+        if grid + days > max(n, 4_096):
+            return False
+        pf = self.portfolio
+        times = np.ascontiguousarray(ts)
+        balance = pf.balance
+        qty, avg, mult = pf.qty.item(0), pf.avg.item(0), pf._mult[0]
+
+        def crossed(first: int, step: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+            """The ticks at or past points ``first + k * step`` (k < count), each once, and
+            for each the first of those points it reaches (a gap's others are skipped)."""
+            points = first + step * np.arange(count, dtype=np.int64)
+            at = np.searchsorted(times, points, side="left")
+            once = np.flatnonzero(np.diff(at, prepend=-1))
+            return at[once], points[once]
+
+        def before(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Equity and mark just before each of those ticks."""
+            prev = np.maximum(rows - 1, 0)
+            mid = (bid[prev] + ask[prev]) * 0.5
+            equity = balance + (0.0 + qty * (mid - avg) * mult)
+            if len(rows) and rows[0] == 0:  # the batch's first tick: the account as it is
+                equity[0] = pf.curve[3]
+                mid[0] = pf.mark_price[0]
+            return equity, mid
+
+        g_rows, g_ts = crossed(self._next_sample, interval, grid)
+        d_rows, d_ts = crossed(self._next_day, DAY_NS, days)
+        k, kd = len(g_rows), len(d_rows)
+        while self.n + k > len(self._sample_rows):
+            self._grow_samples()
+        while self.n_rows + k > self._row_capacity:
+            self._grow_rows(2 * self._row_capacity)
+        while self.n_days + kd > len(self._day_ts):
+            self._grow_days()
+        if k:
+            equity, mid = before(g_rows)
+            r, s = self.n_rows, self.n
+            self._ts[r : r + k] = g_ts
+            self._kind[r : r + k] = SAMPLE_GRID
+            self._balance[r : r + k] = balance
+            self._equity[r : r + k] = equity
+            self._mark[r : r + k, 0] = mid
+            self._sample_rows[s : s + k] = np.arange(r, r + k)
+            self._fills_before[s : s + k] = self.n_fills
+            self.n_rows, self.n = r + k, s + k
+            self._next_sample = (int(times[g_rows[-1]]) // interval + 1) * interval
+        if kd:
+            d = self.n_days
+            self._day_ts[d : d + kd] = d_ts
+            self._day_equity[d : d + kd] = before(d_rows)[0]
+            self.n_days = d + kd
+            self._next_day = (int(times[d_rows[-1]]) // DAY_NS + 1) * DAY_NS
+        self._next = min(self._next_sample, self._next_day)
+        _mark_run(
+            inst,
+            bid,
+            ask,
+            0,
+            n,
+            pf.qty,
+            pf.avg,
+            pf.mult,
+            pf.unrealized,
+            pf.mark_price,
+            balance,
+            pf.curve,
+        )
+        return True
 
     def mark(self, instrument_index: int, bid: float, ask: float, ts: int) -> None:
         """Mark one quote tick stamped ``ts``."""
