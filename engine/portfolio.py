@@ -23,6 +23,7 @@ change it).
 
 from __future__ import annotations
 
+import bisect
 import math
 import mmap
 from typing import Any
@@ -320,9 +321,35 @@ _NEVER = 2**63 - 1
 _SAMPLED_KERNEL_FROM = 3
 """A batch crossing fewer grid points (or midnights) than about this is marked by the
 marking kernel up to each and sampled in Python (a replay that trades cuts batches that
-cross one at most). More: for one instrument, sampled from its ticks a batch at a time
-(``_mark_crossing``); otherwise by the batch kernel, loaded on its first use (each loaded
-kernel holds memory for the rest of the run)."""
+cross one at most). More: for one instrument, up to ``_CROSSINGS_IN_PYTHON``, sampled from
+its ticks a batch at a time (``_mark_crossing``); otherwise by the batch kernel, loaded
+on its first use (each loaded kernel holds memory for the rest of the run)."""
+
+_CROSSINGS_IN_PYTHON = 128
+"""Grid points (or midnights) a batch of one instrument may cross to be sampled without
+the batch kernel: a few microseconds each, against one load of the kernel (about 5 ms
+and 0.7 MB); a replay with orders switched off crosses about 27 a batch."""
+
+
+def _first_at(ts: np.ndarray, value: int, lo: int, hi: int) -> int:
+    """The first index in ``lo:hi`` of the ascending ``ts`` whose value is at or after
+    ``value`` (``hi`` if none): a guess by interpolation (ticks are about evenly spread),
+    checked, else bisection of the side it fell short of. A few element reads."""
+    if lo >= hi:
+        return hi
+    first = ts.item(lo)
+    if first >= value:
+        return lo
+    last = ts.item(hi - 1)
+    if last < value:
+        return hi
+    guess = lo + int((value - first) / (last - first) * (hi - 1 - lo))
+    guess = min(max(guess, lo + 1), hi - 1)
+    if ts.item(guess) >= value:
+        if ts.item(guess - 1) < value:
+            return guess
+        return bisect.bisect_left(ts, value, lo + 1, guess)
+    return bisect.bisect_left(ts, value, guess + 1, hi)
 
 
 def _grown(a: np.ndarray, capacity: int) -> np.ndarray:
@@ -539,30 +566,34 @@ class AccountHistory:
     def _mark_crossing(
         self, ts: np.ndarray, inst: np.ndarray, bid: np.ndarray, ask: np.ndarray, last_ts: int
     ) -> bool:
-        """:meth:`mark_batch` of one instrument's ticks over many grid points or midnights,
-        without the batch kernel: the account just before a tick is its predecessor's
-        mark (the one instrument's mid), with the marking kernel's arithmetic, so the
-        samples and day closes are found and computed a batch at a time, and the batch is
-        then marked at once. False (nothing done) for a batch that reaches more grid points
-        than this is for (a long gap in the data on a short interval)."""
+        """:meth:`mark_batch` of one instrument's ticks over several grid points or
+        midnights, without the batch kernel: the account just before a tick is its
+        predecessor's mark (the one instrument's mid), with the marking kernel's
+        arithmetic, so the samples and day closes are computed a batch at a time, and the
+        batch is then marked at once. False (nothing done) for a batch that crosses more
+        than ``_CROSSINGS_IN_PYTHON`` (the batch kernel is then worth loading)."""
         interval = self.interval_ns
-        grid = (last_ts - self._next_sample) // interval + 1 if last_ts >= self._next_sample else 0
-        days = (last_ts - self._next_day) // DAY_NS + 1 if last_ts >= self._next_day else 0
-        n = len(ts)
-        if grid + days > max(n, 4_096):
+        if (last_ts - self._next) // min(interval, DAY_NS) >= _CROSSINGS_IN_PYTHON:
             return False
         pf = self.portfolio
-        times = np.ascontiguousarray(ts)
+        n = len(ts)
+        end = int(ts[n - 1])
         balance = pf.balance
         qty, avg, mult = pf.qty.item(0), pf.avg.item(0), pf._mult[0]
 
-        def crossed(first: int, step: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-            """The ticks at or past points ``first + k * step`` (k < count), each once, and
-            for each the first of those points it reaches (a gap's others are skipped)."""
-            points = first + step * np.arange(count, dtype=np.int64)
-            at = np.searchsorted(times, points, side="left")
-            once = np.flatnonzero(np.diff(at, prepend=-1))
-            return at[once], points[once]
+        def crossed(point: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+            """The ticks at or past a point of ``point + k * step`` (as _cross finds them:
+            the first at or past the next point, which then follows that tick) and the
+            point each is for. The column is searched where it is, not copied."""
+            rows, points = [], []
+            lo = 0
+            while point <= end:
+                lo = _first_at(ts, point, lo, n)
+                rows.append(lo)
+                points.append(point)
+                point = (int(ts[lo]) // step + 1) * step
+                lo += 1
+            return np.array(rows, dtype=np.intp), np.array(points, dtype=np.int64)
 
         def before(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """Equity and mark just before each of those ticks."""
@@ -574,8 +605,8 @@ class AccountHistory:
                 mid[0] = pf.mark_price[0]
             return equity, mid
 
-        g_rows, g_ts = crossed(self._next_sample, interval, grid)
-        d_rows, d_ts = crossed(self._next_day, DAY_NS, days)
+        g_rows, g_ts = crossed(self._next_sample, interval)
+        d_rows, d_ts = crossed(self._next_day, DAY_NS)
         k, kd = len(g_rows), len(d_rows)
         while self.n + k > len(self._sample_rows):
             self._grow_samples()
@@ -594,13 +625,13 @@ class AccountHistory:
             self._sample_rows[s : s + k] = np.arange(r, r + k)
             self._fills_before[s : s + k] = self.n_fills
             self.n_rows, self.n = r + k, s + k
-            self._next_sample = (int(times[g_rows[-1]]) // interval + 1) * interval
+            self._next_sample = (int(ts[g_rows[-1]]) // interval + 1) * interval
         if kd:
             d = self.n_days
             self._day_ts[d : d + kd] = d_ts
             self._day_equity[d : d + kd] = before(d_rows)[0]
             self.n_days = d + kd
-            self._next_day = (int(times[d_rows[-1]]) // DAY_NS + 1) * DAY_NS
+            self._next_day = (int(ts[d_rows[-1]]) // DAY_NS + 1) * DAY_NS
         self._next = min(self._next_sample, self._next_day)
         _mark_run(
             inst,
