@@ -48,6 +48,9 @@ __all__ = [
 ]
 
 
+_BLOCK = Overflow.BLOCK  # a global: on Python 3.11 ``Overflow.BLOCK`` costs ten times more
+
+
 class ActorState(enum.StrEnum):
     CREATED = "CREATED"
     RUNNING = "RUNNING"
@@ -202,8 +205,8 @@ class Actor(Generic[C]):
                 continue
             if staged:
                 staged.append((edge, msg))
-            elif edge.policy is Overflow.BLOCK:
-                if not edge.target.offer(msg, Overflow.BLOCK):
+            elif edge.policy is _BLOCK:
+                if not edge.target.offer_block(msg):
                     staged.append((edge, msg))
             elif not edge.offer(msg):
                 staged.append((edge, msg))

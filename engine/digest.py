@@ -2,7 +2,9 @@
 
 Every order request, order event and fill is encoded with msgpack (msgspec encodes a
 Struct's fields in declaration order, so the bytes are stable) and fed to the hash in
-the order the recorder received them.
+the order the recorder received them. The encodings are collected in a buffer and hashed
+a block at a time: SHA-256 of the concatenation is the same as fed one by one, and one
+call per block costs less than one per message.
 """
 
 from __future__ import annotations
@@ -41,12 +43,17 @@ _COUNTED: dict[type, str] = {
 }
 
 
+_BLOCK = 64 * 1024
+"""Bytes of encoded messages collected before they are hashed."""
+
+
 class EventDigest:
     """Hashes and counts order traffic."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._encoder = msgspec.msgpack.Encoder()
+        self._encode_into = msgspec.msgpack.Encoder().encode_into
+        self._pending = bytearray()  # encoded, not hashed yet
         self.counts: dict[str, int] = dict.fromkeys(_COUNTED.values(), 0)
         """orders, cancels, denied, accepted, rejected, fills (every execution), filled
         (orders completed), cancelled, expired."""
@@ -61,8 +68,15 @@ class EventDigest:
         if name == "filled":  # a completing fill is an execution too
             self.counts["fills"] += 1
         self.events += 1
-        self._hash.update(self._encoder.encode(msg))
+        pending = self._pending
+        self._encode_into(msg, pending, -1)  # appended to what is pending
+        if len(pending) >= _BLOCK:
+            self._hash.update(pending)
+            pending.clear()
         return True
 
     def hexdigest(self) -> str:
+        if self._pending:
+            self._hash.update(self._pending)
+            self._pending.clear()
         return self._hash.hexdigest()

@@ -15,6 +15,17 @@ __all__ = ["EmaCross", "ema_cross_kernel"]
 # state vector layout of the EMA-cross kernel
 _FAST, _SLOW, _SIGN, _COUNT, _CROSSES = 0, 1, 2, 3, 4
 
+_UINT32: dict[int, np.uint32] = {}
+"""Instrument indexes as the kernel takes them, made once each: building a numpy scalar
+costs more than the rest of a short call's arguments together."""
+
+
+def _as_uint32(index: int) -> np.uint32:
+    value = _UINT32.get(index)
+    if value is None:
+        value = _UINT32[index] = np.uint32(index)
+    return value
+
 
 class EmaCross:
     """Fast and slow exponential moving averages of the mid price and their crossings.
@@ -110,7 +121,7 @@ class EmaCross:
                 instrument_col,
                 bid,
                 ask,
-                np.uint32(instrument),
+                _as_uint32(instrument),
                 increment,
                 self.alpha_fast,
                 self.alpha_slow,

@@ -68,15 +68,17 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def round_size(self, quantity: float) -> float:
         """Round to the nearest size increment (lot), so sums of partial fills do not
         leave dust like 1e-17 where nothing is left."""
-        return round(
-            round(quantity / self.size_increment) * self.size_increment, self.size_precision
-        )
+        inc = self.size_increment
+        if inc == 1.0:
+            # whole units: the product is a whole number already, which rounding to 0
+            # decimals returns as it is (and round() with digits is slow: it prints)
+            return round(quantity / inc) * inc
+        return round(round(quantity / inc) * inc, _decimals(inc))
 
     def round_price(self, price: float) -> float:
         """Round to the nearest price increment, as a float with the increment's decimals."""
-        return round(
-            round(price / self.price_increment) * self.price_increment, self.price_precision
-        )
+        inc = self.price_increment
+        return round(round(price / inc) * inc, _decimals(inc))
 
     def price_ticks(self, price: float) -> int:
         """The price as a whole number of increments (exact for any rounded price)."""

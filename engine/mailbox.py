@@ -65,10 +65,14 @@ class Quiescence:
     def done(self) -> None:
         self.pending -= 1
         if self.pending == 0 and self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake the waiters of :meth:`wait` (``pending`` has reached 0)."""
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     @property
     def quiet(self) -> bool:
@@ -157,6 +161,24 @@ class Mailbox:
         elif self.wakeup is not None:
             self.wakeup()
 
+    def offer_block(self, msg: Any) -> bool:
+        """``offer(msg, Overflow.BLOCK)``: the path of nearly every message, in one call."""
+        size = self.size
+        if size < self.capacity and not self.closed:
+            self.items.append(msg)
+            size += 1
+            self.size = size
+            self.received += 1
+            if size > self.high_water:  # noqa: PLR1730 - hot path: a branch beats max()
+                self.high_water = size
+            self.quiescence.pending += 1  # Quiescence.add, inlined
+            if self._getter is not None:
+                self._wake_getter()
+            elif self.wakeup is not None:
+                self.wakeup()
+            return True
+        return self.offer(msg, Overflow.BLOCK)
+
     def offer(self, msg: Any, policy: Overflow, key: Hashable = None) -> bool:
         """Try to enqueue without waiting. False means the sender must wait (``put``)."""
         if self.size < self.capacity and not self.closed:
@@ -235,19 +257,28 @@ class Mailbox:
         while items:
             entry = items.popleft()
             if type(entry) is _Slot:
-                msg = entry.msg
-                if msg is _DEAD:
+                entry = self.unslot(entry)
+                if entry is _DEAD:
                     continue
-                if entry.key is _DROPPABLE:
-                    self._droppable -= 1
-                elif self._slots.get(entry.key) is entry:
-                    del self._slots[entry.key]
-                entry = msg
             self.size -= 1
             if self._putters:
                 self._wake_putter()
             return entry
         return EMPTY
+
+    def unslot(self, slot: _Slot) -> Any:
+        """The message of a slot just taken from ``items`` (``_DEAD`` if it was evicted; the
+        size already counts that). A reader that takes ``items`` directly calls this for
+        every ``_Slot`` it finds, and then counts the message out as :meth:`get_nowait`
+        does."""
+        msg = slot.msg
+        if msg is _DEAD:
+            return msg
+        if slot.key is _DROPPABLE:
+            self._droppable -= 1
+        elif self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
+        return msg
 
     async def get(self) -> Any:
         while True:

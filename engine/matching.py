@@ -95,6 +95,17 @@ __all__ = [
 ]
 
 
+# Enum members as module constants, read on every order: on Python 3.11 ``Enum.MEMBER``
+# goes through the enum metaclass's ``__getattr__`` hook, ten times the cost of a global.
+_BUY = Side.BUY
+_MARKET = OrderType.MARKET
+_LIMITS = (OrderType.LIMIT, OrderType.STOP_LIMIT)
+_STOPS = (OrderType.STOP, OrderType.STOP_LIMIT)
+_IOC = TimeInForce.IOC
+_FOK = TimeInForce.FOK
+_DAY = TimeInForce.DAY
+
+
 class CommissionSchedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Commission of one fill: ``taker_rate`` (or ``maker_rate``) times notional plus
     ``per_unit`` times quantity (per share, per contract), then at least ``minimum`` and at
@@ -213,17 +224,15 @@ class _Working:
         self.order = order
         self.instrument = instrument
         self.venue_order_id = venue_order_id
-        self.is_buy = order.side is Side.BUY
+        self.is_buy = order.side is _BUY
         self.leaves = order.quantity
         # a market order (or a triggered stop) trades at any price
-        if order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        if order.order_type in _LIMITS:
             assert order.limit_price is not None
             self.limit = order.limit_price
         else:
             self.limit = math.inf if self.is_buy else -math.inf
-        self.stop = (
-            order.stop_price if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None
-        )
+        self.stop = order.stop_price if order.order_type in _STOPS else None
         self.maker = False  # resting: fills at its own price
         self.expire_ts: int | None = None
         self.decision_mid = decision_mid
@@ -706,27 +715,20 @@ class SimulatedVenue:
             return
         i = self.instruments.index(inst_id)
         kind = order.order_type
-        if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not (
-            order.limit_price is not None and order.limit_price > 0
-        ):
+        if kind in _LIMITS and not (order.limit_price is not None and order.limit_price > 0):
             self._reject(order, ts, f"a {kind.value} order needs a positive limit price")
             return
-        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not (
-            order.stop_price is not None and order.stop_price > 0
-        ):
+        if kind in _STOPS and not (order.stop_price is not None and order.stop_price > 0):
             self._reject(order, ts, f"a {kind.value} order needs a positive stop price")
             return
         if (
-            kind is OrderType.MARKET
-            and not math.isfinite(self.ask[i] if order.side is Side.BUY else self.bid[i])
+            kind is _MARKET
+            and not math.isfinite(self.ask[i] if order.side is _BUY else self.bid[i])
             and not self.bar_driven(i)
         ):
             self._reject(order, ts, f"no market in {inst_id} yet")
             return
-        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and order.time_in_force in (
-            TimeInForce.IOC,
-            TimeInForce.FOK,
-        ):
+        if kind in _STOPS and order.time_in_force in (_IOC, _FOK):
             self._reject(order, ts, f"{order.time_in_force.value} makes no sense for a stop order")
             return
         mid = self.mid(i) if decision_mid is None else decision_mid
@@ -742,7 +744,7 @@ class SimulatedVenue:
                 ts_init=ts,
             )
         )
-        if order.time_in_force is TimeInForce.DAY:
+        if order.time_in_force is _DAY:
             w.expire_ts = next_session_close(ts, self.day_close, self.timezone)
         if w.stop is not None and not self._triggered(w):
             self._rest(w)
@@ -761,17 +763,17 @@ class SimulatedVenue:
             touch, size = self.bid[i], self.bid_size[i]
             marketable = touch >= w.limit
         available = math.inf if size == 0.0 else max(size, 0.0)
-        if tif is TimeInForce.FOK and marketable and available < w.leaves:
+        if tif is _FOK and marketable and available < w.leaves:
             self._expire(w, ts, "FOK: not enough displayed size to fill in full")
             return
         if marketable and available > 0:
             self._trade(w, w.leaves if w.leaves <= available else available, touch, ts)
         if w.leaves <= 0:
             return
-        if tif is TimeInForce.IOC or tif is TimeInForce.FOK:
+        if tif is _IOC or tif is _FOK:
             self._expire(w, ts, f"{tif.value}: the rest could not trade on arrival")
             return
-        w.maker = order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        w.maker = order.order_type in _LIMITS
         if w.maker:
             w.queue_ahead = self._join_queue(w)
         self._rest(w)

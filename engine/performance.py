@@ -66,7 +66,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from engine.portfolio import SAMPLE_FILL, SAMPLE_GRID, SAMPLE_KINDS, AccountHistory
+from engine.portfolio import SAMPLE_FILL, SAMPLE_GRID, SAMPLE_KINDS, AccountHistory, scratch
 
 __all__ = [
     "DailyEquity",
@@ -392,35 +392,46 @@ def _round_trips_kernel(
     commission: np.ndarray,
     realized: np.ndarray,
     position: np.ndarray,
-    instruments: int,
+    place: np.ndarray,
+    slot: np.ndarray,
+    last: np.ndarray,
+    ints: np.ndarray,
+    floats: np.ndarray,
     split_ts: np.ndarray,
     split_instrument: np.ndarray,
     split_ratio: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Round trips of a fill log: int columns [instrument, strategy, side, entry_ts,
-    exit_ts, fills, opened by fill, closed by fill (-1: open)] and float columns
-    [qty in, notional in, qty out, notional out, pnl, commission]. A split (time order)
-    puts the quantities of the instrument's open trip on the new basis before the fills
-    that follow it; notionals, money, do not change."""
+) -> int:  # pragma: no cover - compiled
+    """Round trips of a fill log, in two calls.
+
+    With ``ints`` of no rows, the first call finds the trips: it writes in ``place``
+    (as long as the log) where each trip lands in the final order, closed trips by the
+    fill that closed them and then open ones by the fill that opened them, and returns
+    how many trips are closed, and in ``slot[0]`` how many there are. The second call,
+    with zeroed ``ints`` [instrument, strategy, side, entry ts, exit ts, fills] and
+    ``floats`` [qty in, notional in, qty out, notional out, pnl, commission] of one
+    column per trip, writes each trip at its place. ``slot`` and ``last`` (one entry per
+    instrument) are scratch. So the columns have their final size and order: no
+    scratch as long as the fill log, no sort.
+
+    A split (``split_*``, in time order) puts the quantities of the instrument's open trip
+    on the new basis before the fills that follow it; notionals, money, do not change."""
     k = qty.shape[0]
-    ints = np.zeros((k, 8), dtype=np.int64)
-    floats = np.zeros((k, 6), dtype=np.float64)
-    slot = np.full(instruments, -1, dtype=np.int64)
-    last = np.zeros(instruments, dtype=np.float64)
+    write = ints.shape[1] > 0
+    slot[:] = -1
+    last[:] = 0.0
     n = 0
+    closed = 0
     s = 0
     for j in range(k):
         while s < split_ts.shape[0] and split_ts[s] <= ts[j]:
             si = split_instrument[s]
             last[si] /= split_ratio[s]
-            if slot[si] >= 0:
-                floats[slot[si], 0] /= split_ratio[s]
-                floats[slot[si], 2] /= split_ratio[s]
+            if write and slot[si] >= 0:
+                floats[0, slot[si]] /= split_ratio[s]
+                floats[2, slot[si]] /= split_ratio[s]
             s += 1
         i = instrument[j]
         q = qty[j]
-        p = price[j]
-        c = commission[j]
         after = position[j]
         before = last[i]
         last[i] = after
@@ -428,46 +439,73 @@ def _round_trips_kernel(
         t = slot[i]
         if before == 0.0 or (before > 0.0) == (q > 0.0) or t < 0:
             if t < 0:
-                t = n
+                if not write:
+                    place[n] = -1
+                    slot[i] = n
+                    n += 1
+                    continue
+                t = place[n]
                 n += 1
                 slot[i] = t
-                ints[t, 0] = i
-                ints[t, 1] = strategy[j]
-                ints[t, 2] = 1 if q > 0.0 else -1
-                ints[t, 3] = ts[j]
-                ints[t, 6] = j
-                ints[t, 7] = -1
-            floats[t, 0] += size
-            floats[t, 1] += size * p
-            floats[t, 5] += c
-            ints[t, 5] += 1
+                ints[0, t] = i
+                ints[1, t] = strategy[j]
+                ints[2, t] = 1 if q > 0.0 else -1
+                ints[3, t] = ts[j]
+            if write:
+                floats[0, t] += size
+                floats[1, t] += size * price[j]
+                floats[5, t] += commission[j]
+                ints[5, t] += 1
             continue
+        closes = after == 0.0 or (after > 0.0) != (before > 0.0)
+        if not write:
+            if closes:
+                place[t] = closed
+                closed += 1
+                slot[i] = -1
+                if after != 0.0:
+                    place[n] = -1
+                    slot[i] = n
+                    n += 1
+            continue
+        p = price[j]
+        c = commission[j]
         closing = min(size, abs(before))
         share = closing / size if size > 0.0 else 1.0
-        floats[t, 2] += closing
-        floats[t, 3] += closing * p
-        floats[t, 4] += realized[j]
-        floats[t, 5] += c * share
-        ints[t, 5] += 1
-        if after == 0.0 or (after > 0.0) != (before > 0.0):
-            ints[t, 4] = ts[j]
-            ints[t, 7] = j
+        floats[2, t] += closing
+        floats[3, t] += closing * p
+        floats[4, t] += realized[j]
+        floats[5, t] += c * share
+        ints[5, t] += 1
+        if closes:
+            ints[4, t] = ts[j]
             slot[i] = -1
             if after != 0.0:  # a flip: the rest opens the next trip at this fill's price
-                t = n
+                t = place[n]
                 n += 1
                 slot[i] = t
-                ints[t, 0] = i
-                ints[t, 1] = strategy[j]
-                ints[t, 2] = 1 if after > 0.0 else -1
-                ints[t, 3] = ts[j]
-                ints[t, 5] = 1
-                ints[t, 6] = j
-                ints[t, 7] = -1
-                floats[t, 0] = abs(after)
-                floats[t, 1] = abs(after) * p
-                floats[t, 5] = c * (1.0 - share)
-    return ints[:n], floats[:n]
+                ints[0, t] = i
+                ints[1, t] = strategy[j]
+                ints[2, t] = 1 if after > 0.0 else -1
+                ints[3, t] = ts[j]
+                ints[5, t] = 1
+                floats[0, t] = abs(after)
+                floats[1, t] = abs(after) * p
+                floats[5, t] = c * (1.0 - share)
+    if not write:
+        row = closed
+        for t in range(n):
+            if place[t] < 0:
+                place[t] = row
+                row += 1
+        slot[0] = n
+    return closed
+
+
+def _indexes(values: np.ndarray) -> np.ndarray:
+    """``values`` as int32. All zeros (one instrument, one strategy) are a scratch map's
+    zeros, which take no memory until written."""
+    return values.astype(np.int32) if values.any() else scratch(len(values), np.int32)
 
 
 def round_trips(
@@ -478,10 +516,15 @@ def round_trips(
 ) -> TradeLog:
     """Round trips from a fill log (:meth:`AccountHistory.fill_log`): closed ones in order
     of exit, then open ones in order of entry. ``splits`` (time, instrument index, price
-    ratio, in time order) put a trip across a split on the basis after it, so its entry
-    and exit prices compare."""
+    ratio) put a trip across a split on the basis after it, so its entry and exit prices
+    compare."""
     split_rows = sorted(splits or [])
-    ints, floats = _round_trips_kernel(
+    split_columns = (
+        np.array([r[0] for r in split_rows], dtype=np.int64),
+        np.array([r[1] for r in split_rows], dtype=np.int64),
+        np.array([r[2] for r in split_rows], dtype=np.float64),
+    )
+    columns = (
         fills["ts"],
         fills["instrument"],
         fills["strategy"],
@@ -490,55 +533,56 @@ def round_trips(
         fills["commission"],
         fills["realized"],
         fills["position"],
-        len(instrument_ids),
-        np.array([r[0] for r in split_rows], dtype=np.int64),
-        np.array([r[1] for r in split_rows], dtype=np.int64),
-        np.array([r[2] for r in split_rows], dtype=np.float64),
     )
-    closed_by = ints[:, 7]
-    is_open = closed_by < 0
-    # closed trips by the fill that closed them, then open ones by the fill that opened them
-    order = np.lexsort((ints[:, 6], np.where(is_open, np.iinfo(np.int64).max, closed_by)))
-    ints, floats, is_open = ints[order], floats[order], is_open[order]
+    m = max(len(instrument_ids), 1)
+    place = scratch(len(fills["qty"]), np.int64)
+    slot = np.empty(m, dtype=np.int64)
+    last = np.empty(m, dtype=np.float64)
+    no_rows = np.zeros((6, 0), dtype=np.int64)
+    closed = int(
+        _round_trips_kernel(*columns, place, slot, last, no_rows, np.zeros((6, 0)), *split_columns)
+    )
+    n = int(slot[0])
+    ints = scratch((6, n), np.int64)
+    floats = scratch((6, n))
+    _round_trips_kernel(*columns, place, slot, last, ints, floats, *split_columns)
+    del place
     with np.errstate(divide="ignore", invalid="ignore"):
-        entry_price = floats[:, 1] / floats[:, 0]
-        exit_price = np.where(floats[:, 2] > 0, floats[:, 3] / floats[:, 2], np.nan)
+        entry_price = floats[1] / floats[0]
+        exit_price = floats[3] / floats[2]
+    exit_price[~(floats[2] > 0)] = np.nan
+    is_open = scratch(n, np.bool_)  # False but for the last few: those pages only are written
+    is_open[closed:] = True
     return TradeLog(
         instrument_ids=list(instrument_ids),
         strategy_ids=list(strategies),
-        instrument=ints[:, 0].astype(np.int32),
-        strategy=ints[:, 1].astype(np.int32),
-        side=ints[:, 2].astype(np.int8),
-        entry_ts=ints[:, 3].copy(),
+        instrument=_indexes(ints[0]),
+        strategy=_indexes(ints[1]),
+        side=ints[2].astype(np.int8),
+        entry_ts=ints[3].copy(),
         entry_price=entry_price,
-        quantity=floats[:, 0].copy(),
-        exit_ts=ints[:, 4].copy(),
+        quantity=floats[0].copy(),
+        exit_ts=ints[4].copy(),
         exit_price=exit_price,
         is_open=is_open,
-        pnl=floats[:, 4].copy(),
-        commission=floats[:, 5].copy(),
-        net_pnl=floats[:, 4] - floats[:, 5],
-        fills=ints[:, 5].copy(),
+        pnl=floats[4].copy(),
+        commission=floats[5].copy(),
+        net_pnl=floats[4] - floats[5],
+        fills=ints[5].copy(),
     )
 
 
 def warm_up() -> None:
     """Load the compiled round-trip kernel now rather than at the end of the first run."""
-    empty_i = np.zeros(0, dtype=np.int32)
-    empty_f = np.zeros(0, dtype=np.float64)
-    _round_trips_kernel(
-        np.zeros(0, dtype=np.int64),
-        empty_i,
-        empty_i,
-        empty_f,
-        empty_f,
-        empty_f,
-        empty_f,
-        empty_f,
-        1,
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0, dtype=np.int64),
-        empty_f,
+    round_trips(
+        {
+            "ts": np.zeros(0, dtype=np.int64),
+            "instrument": np.zeros(0, dtype=np.int32),
+            "strategy": np.zeros(0, dtype=np.int32),
+            **{c: np.zeros(0) for c in ("qty", "price", "commission", "realized", "position")},
+        },
+        ["X.SIM"],
+        [],
     )
 
 
@@ -579,11 +623,13 @@ def _periodic(
     return "intraday", trading_days_per_year * 86_400.0 / interval_s, interval_s, out_ts, out_eq
 
 
-def _time_weighted(ts: np.ndarray, values: np.ndarray) -> float:
-    """Mean of a step function: each value holds until the next sample."""
+def _time_weighted(ts: np.ndarray, values: np.ndarray, dt: np.ndarray | None = None) -> float:
+    """Mean of a step function: each value holds until the next sample. ``dt``: the
+    sample durations ``np.diff(ts)`` as floats, when the caller has them already."""
     if len(ts) < 2:
         return float(values[0]) if len(values) else math.nan
-    dt = np.diff(ts).astype(np.float64)
+    if dt is None:
+        dt = np.diff(ts).astype(np.float64)
     total = dt.sum()
     if total <= 0:
         return float(values[-1])
@@ -613,6 +659,10 @@ def _bucket() -> dict[str, float]:
     return {"pnl": 0.0, "commission": 0.0, "net_pnl": 0.0, "traded_notional": 0.0, "fills": 0}
 
 
+_BLOCK = 2_048
+"""Fills per block where a computation over the fill log goes a block at a time."""
+
+
 def _attribution(history: AccountHistory, fills: dict[str, np.ndarray]) -> dict[str, Any]:
     pf = history.portfolio
     instruments = list(pf.instruments)
@@ -622,18 +672,39 @@ def _attribution(history: AccountHistory, fills: dict[str, np.ndarray]) -> dict[
     inst = fills["instrument"]
     strat = fills["strategy"]
     qty = fills["qty"]
-    notional = np.abs(qty * fills["price"]) * mult[inst]
-    # per (strategy, instrument): cash flows, net quantity, commission, notional, fills
-    cash = np.zeros((k, m))
-    net_qty = np.zeros((k, m))
-    commission = np.zeros((k, m))
-    traded = np.zeros((k, m))
-    count = np.zeros((k, m), dtype=np.int64)
-    np.add.at(cash, (strat, inst), -qty * fills["price"] * mult[inst])
-    np.add.at(net_qty, (strat, inst), qty)
-    np.add.at(commission, (strat, inst), fills["commission"])
-    np.add.at(traded, (strat, inst), notional)
-    np.add.at(count, (strat, inst), 1)
+    price = fills["price"]
+    paid = fills["commission"]
+    # per (strategy, instrument): cash flows (-qty * price * multiplier), net quantity,
+    # commission, notional (|qty * price| * multiplier) and fills, each added in fill
+    # order from 0 (np.add.at is a loop over the fills). A block of fills at a time:
+    # temporaries as long as the fill log would outlive their use in the heap.
+    cells = k * m
+    cash: np.ndarray = np.zeros(cells)
+    net_qty: np.ndarray = np.zeros(cells)
+    commission: np.ndarray = np.zeros(cells)
+    traded: np.ndarray = np.zeros(cells)
+    count: np.ndarray = np.zeros(cells, dtype=np.int64)
+    for lo in range(0, len(qty), _BLOCK):
+        hi = lo + _BLOCK
+        cell = strat[lo:hi].astype(np.intp)
+        cell *= m
+        cell += inst[lo:hi]
+        mult_of = mult[0] if m == 1 else mult[inst[lo:hi]]
+        flow = qty[lo:hi] * price[lo:hi]
+        notional = np.abs(flow)
+        notional *= mult_of
+        flow *= mult_of
+        np.negative(flow, out=flow)  # negation commutes exactly with a product
+        np.add.at(cash, cell, flow)
+        np.add.at(net_qty, cell, qty[lo:hi])
+        np.add.at(commission, cell, paid[lo:hi])
+        np.add.at(traded, cell, notional)
+        np.add.at(count, cell, 1)
+    cash = cash.reshape(k, m)
+    net_qty = net_qty.reshape(k, m)
+    commission = commission.reshape(k, m)
+    traded = traded.reshape(k, m)
+    count = count.reshape(k, m)
     marks = np.where(np.isnan(pf.mark_price), 0.0, pf.mark_price)
     pnl = cash + net_qty * marks * mult
     exact = pf.realized + pf.unrealized
@@ -693,20 +764,77 @@ def analyse(
     pf = history.portfolio
     instruments = list(pf.instruments)
     ids = [x.id for x in instruments]
+    # Memory: what comes from the fill log first, then the curve; temporaries as long as
+    # the curve are dropped as soon as they are used (a run can have millions of fills).
+    fills = history.fill_log(costs=False, account=False)
+    trades = round_trips(fills, ids, history.strategies, getattr(pf, "splits", None))
+    done = trades.net_pnl[~trades.is_open]
+    wins, losses = done[done > 0], done[done < 0]
+    gains, pains = float(wins.sum()), float(-losses.sum())
+    costs = {"commission": float(fills["commission"].sum())}
+    costs.update(zip(history.cost_kinds, history.cost_sums(), strict=True))
+    attribution = _attribution(history, fills)
+    del fills
+
     c = history.curve()
-    ts, equity, qty, marks = c["ts"], c["equity"], c["positions"], c["marks"]
-    value = qty * np.where(np.isnan(marks), 0.0, marks) * pf.mult
-    gross = np.abs(value).sum(axis=1)
-    net = value.sum(axis=1)
-    peak = np.maximum.accumulate(equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        drawdown = np.where(peak > 0, 1.0 - equity / peak, 0.0)
+    ts, equity, qty = c["ts"], c["equity"], c["positions"]
+    marks = c.pop("marks")
+    total = len(ts)
     classes: dict[str, list[int]] = {}
     for i, x in enumerate(instruments):
         classes.setdefault(x.asset_class, []).append(i)
-    gross_by_class = np.column_stack(
-        [np.abs(value[:, cols]).sum(axis=1) for cols in classes.values()]
-    )
+    one_class = list(classes.values()) == [list(range(len(instruments)))]
+    # Curve-long columns a block of rows at a time (each row on its own, so the same
+    # figures as over the whole curve), in an order that keeps few of them at once.
+    # Exposures, from the marks:
+    gross = np.empty(total)
+    net = np.empty(total)
+    # one asset class of every instrument: its gross exposure is the gross exposure
+    gross_by_class = gross[:, np.newaxis] if one_class else np.empty((total, len(classes)))
+    for a in range(0, total, _BLOCK):
+        value = np.where(np.isnan(marks[a : a + _BLOCK]), 0.0, marks[a : a + _BLOCK])
+        np.multiply(qty[a : a + _BLOCK], value, out=value)
+        value *= pf.mult
+        gross[a : a + _BLOCK] = np.abs(value).sum(axis=1)
+        net[a : a + _BLOCK] = value.sum(axis=1)
+        if not one_class:
+            for j, cols in enumerate(classes.values()):
+                gross_by_class[a : a + _BLOCK, j] = np.abs(value[:, cols]).sum(axis=1)
+    del marks
+    # means over time, on the durations between samples:
+    dt = scratch(max(total - 1, 0))
+    work = np.empty(total)  # in the market, then leverage, then the drawdown
+    for a in range(0, total, _BLOCK):
+        b = min(a + _BLOCK, total)
+        dt[a : b - 1] = np.diff(ts[a:b])
+        if b < total:
+            dt[b - 1] = ts[b] - ts[b - 1]
+        work[a:b] = np.abs(qty[a:b]).sum(axis=1) > 0
+    time_in_market = _time_weighted(ts, work, dt)
+    mean_equity = _time_weighted(ts, equity, dt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(gross, equity, out=work)
+    work[~(equity > 0)] = 0.0
+    average_leverage = _time_weighted(ts, work, dt)
+    average_gross = _time_weighted(ts, gross, dt)
+    average_net = _time_weighted(ts, net, dt)
+    by_class = {
+        name: _finite(_time_weighted(ts, gross_by_class[:, j], dt))
+        for j, name in enumerate(classes)
+    }
+    del dt
+    # drawdown from the running peak, which goes on from block to block:
+    drawdown = work
+    high = None
+    for a in range(0, total, _BLOCK):
+        peak = np.maximum.accumulate(equity[a : a + _BLOCK])
+        if high is not None:
+            np.maximum(peak, high, out=peak)
+        high = peak[-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.divide(equity[a : a + _BLOCK], peak, out=drawdown[a : a + _BLOCK])
+            np.subtract(1.0, part, out=part)
+            part[~(peak > 0)] = 0.0
 
     start_ts, end_ts = int(ts[0]), int(ts[-1])
     start_eq, end_eq = float(equity[0]), float(equity[-1])
@@ -717,21 +845,6 @@ def analyse(
     episode = drawdown_episode(p_ts, p_eq)
     duration_s = (end_ts - start_ts) / _NS
     years = duration_s / (trading_days_per_year * 86_400.0)
-
-    fills = history.fill_log()
-    trades = round_trips(fills, ids, history.strategies, getattr(pf, "splits", None))
-    done = trades.net_pnl[~trades.is_open]
-    wins, losses = done[done > 0], done[done < 0]
-    gains, pains = float(wins.sum()), float(-losses.sum())
-
-    in_market = (np.abs(qty).sum(axis=1) > 0).astype(np.float64)
-    mean_equity = _time_weighted(ts, equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        leverage = np.where(equity > 0, gross / equity, 0.0)
-
-    costs = {"commission": float(fills["commission"].sum())}
-    for j, kind in enumerate(history.cost_kinds):
-        costs[kind] = float(fills["costs"][:, j].sum())
 
     day_ts = np.concatenate(([start_ts], history.day_ts, [end_ts]))
     day_eq = np.concatenate(([start_eq], history.day_equity, [end_eq]))
@@ -776,17 +889,14 @@ def analyse(
         "profit_factor": _finite(gains / pains) if pains > 0 else None,
         "average_win": float(wins.mean()) if len(wins) else None,
         "average_loss": float(losses.mean()) if len(losses) else None,
-        "time_in_market": _finite(_time_weighted(ts, in_market)),
-        "average_gross_exposure": _finite(_time_weighted(ts, gross)),
-        "average_net_exposure": _finite(_time_weighted(ts, net)),
-        "average_leverage": _finite(_time_weighted(ts, leverage)),
-        "exposure_by_asset_class": {
-            name: _finite(_time_weighted(ts, gross_by_class[:, j]))
-            for j, name in enumerate(classes)
-        },
+        "time_in_market": _finite(time_in_market),
+        "average_gross_exposure": _finite(average_gross),
+        "average_net_exposure": _finite(average_net),
+        "average_leverage": _finite(average_leverage),
+        "exposure_by_asset_class": by_class,
         "costs": costs,
         "costs_total": sum(costs.values()),
-        "attribution": _attribution(history, fills),
+        "attribution": attribution,
         "monthly_returns": _monthly_returns(day_ts, day_eq),
         "samples": len(ts),
         "fill_samples": int(np.count_nonzero(c["kind"] == SAMPLE_FILL)),

@@ -42,6 +42,17 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
                 raise ValueError(f"{name} must be positive")
 
 
+# Enum members as module constants: on Python 3.11 every ``Enum.MEMBER`` lookup goes
+# through the enum metaclass's ``__getattr__`` hook, ten times the cost of a global
+_BUY = Side.BUY
+_MARKET = OrderType.MARKET
+_STOP = OrderType.STOP
+_HALTED = TradingState.HALTED
+_REDUCING = TradingState.REDUCING
+_NEEDS_LIMIT = (OrderType.LIMIT, OrderType.STOP_LIMIT)
+_NEEDS_STOP = (OrderType.STOP, OrderType.STOP_LIMIT)
+
+
 def _money(x: float) -> str:
     return f"{x:,.2f}"
 
@@ -64,6 +75,8 @@ class PreTradeRisk:
         n = len(instruments)
         self.position = np.zeros(n, dtype=np.float64)
         self._lot = [inst.size_increment for inst in instruments]
+        # per instrument id: (index, instrument), looked up once per order and per fill
+        self._by_id = {inst.id: (i, inst) for i, inst in enumerate(instruments)}
         self.bid = np.full(n, np.nan)
         self.ask = np.full(n, np.nan)
         self.working: dict[str, tuple[int, float]] = {}  # client id -> (instrument, signed leaves)
@@ -98,18 +111,20 @@ class PreTradeRisk:
         self.ask[seen] = ask[last]
 
     def on_fill(self, fill: FillEvent) -> None:
-        i = self.instruments.index(fill.instrument_id)
-        signed = fill.last_qty * fill.side.sign
-        position = float(self.position[i]) + signed
+        entry = self._by_id.get(fill.instrument_id)
+        i = entry[0] if entry is not None else self.instruments.index(fill.instrument_id)
+        sign = 1 if fill.side is _BUY else -1  # Side.sign
+        position = self.position.item(i) + fill.last_qty * sign
         if abs(position) < 0.5 * self._lot[i]:  # partial fills that close it leave no dust
             position = 0.0
         self.position[i] = position
-        entry = self.working.get(fill.client_order_id)
-        if entry is not None:
+        working = self.working
+        order_id = fill.client_order_id
+        if order_id in working:
             if fill.leaves_qty <= 0:
-                del self.working[fill.client_order_id]
+                del working[order_id]
             else:
-                self.working[fill.client_order_id] = (entry[0], fill.leaves_qty * fill.side.sign)
+                working[order_id] = (working[order_id][0], fill.leaves_qty * sign)
 
     def on_order_done(self, client_order_id: str) -> None:
         """Cancelled, rejected or expired: nothing more will fill."""
@@ -119,57 +134,53 @@ class PreTradeRisk:
 
     def check(self, order: OrderRequest) -> str | None:
         """None to approve, else the reason for denial. Approval books the order as working."""
-        if self.state is TradingState.HALTED:
+        if self.state is _HALTED:
             return f"trading is HALTED ({self.state_reason}); no orders until it is resumed"
-        if order.instrument_id not in self.instruments:
+        found = self._by_id.get(order.instrument_id)
+        if found is None:
             return f"unknown instrument {order.instrument_id}"
-        i = self.instruments.index(order.instrument_id)
-        inst = self.instruments.at(i)
+        i, inst = found
         qty = order.quantity
         if not (qty > 0 and math.isfinite(qty)):
             return f"quantity must be a positive number, got {qty}"
         lots = qty / inst.size_increment
         if abs(lots - round(lots)) > 1e-9 * max(1.0, abs(lots)):
             return f"quantity {qty} is not a multiple of the lot size {inst.size_increment}"
-        if self.limits.max_order_quantity is not None and qty > self.limits.max_order_quantity:
-            return f"quantity {qty:g} exceeds the limit {self.limits.max_order_quantity:g}"
+        limits = self.limits
+        if limits.max_order_quantity is not None and qty > limits.max_order_quantity:
+            return f"quantity {qty:g} exceeds the limit {limits.max_order_quantity:g}"
         kind = order.order_type
-        touch = float(self.ask[i] if order.side is Side.BUY else self.bid[i])
-        if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not (
-            order.limit_price is not None and order.limit_price > 0
-        ):
+        is_buy = order.side is _BUY
+        touch = self.ask.item(i) if is_buy else self.bid.item(i)
+        if kind is _MARKET:  # the common case: neither a limit nor a stop price to check
+            pass
+        elif kind in _NEEDS_LIMIT and not (order.limit_price is not None and order.limit_price > 0):
             return f"a {kind.value} order needs a positive limit price"
-        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not (
-            order.stop_price is not None and order.stop_price > 0
-        ):
+        elif kind in _NEEDS_STOP and not (order.stop_price is not None and order.stop_price > 0):
             return f"a {kind.value} order needs a positive stop price"
-        if kind is OrderType.MARKET or kind is OrderType.STOP:
+        if kind is _MARKET or kind is _STOP:
             if not (touch > 0 and math.isfinite(touch)):
                 return (
                     f"no market price for {order.instrument_id}; "
                     f"cannot value a {kind.value.lower()} order"
                 )
             price = touch
-            if kind is OrderType.STOP:
+            if kind is _STOP:
                 # it trades at the touch once triggered: value it at the worse of the two
                 assert order.stop_price is not None
-                price = (
-                    max(touch, order.stop_price)
-                    if order.side is Side.BUY
-                    else min(touch, order.stop_price)
-                )
+                price = max(touch, order.stop_price) if is_buy else min(touch, order.stop_price)
         else:
             assert order.limit_price is not None
             price = order.limit_price
         notional = inst.notional(price, qty)
-        cap = self.limits.max_order_notional
+        cap = limits.max_order_notional
         if cap is not None and notional > cap:
             return (
                 f"order notional {_money(notional)} {self.currency} exceeds the limit "
                 f"{_money(cap)} {self.currency}"
             )
-        signed = qty * order.side.sign
-        if self.state is TradingState.REDUCING:
+        signed = qty * (1 if is_buy else -1)  # Side.sign
+        if self.state is _REDUCING:
             exposure = float(self.position[i]) + sum(q for j, q in self.working.values() if j == i)
             after = exposure + signed
             if not (abs(after) < abs(exposure) and (after == 0 or (after > 0) == (exposure > 0))):

@@ -54,10 +54,10 @@ def inst(
 
 
 def history(
-    *instruments: Instrument, balance: float = 100_000.0, interval_s: int = 60
+    *instruments: Instrument, balance: float = 100_000.0, interval_s: int = 60, **capacity: int
 ) -> AccountHistory:
     pf = Portfolio(InstrumentTable(instruments or (inst(),)), balance)
-    return AccountHistory(pf, interval_s * S, cost_kinds=("spread",))
+    return AccountHistory(pf, interval_s * S, cost_kinds=("spread",), **capacity)
 
 
 def quotes(rows: list[tuple[int, int, float, float]]) -> np.ndarray:
@@ -180,8 +180,10 @@ def test_day_closes_skip_days_without_data() -> None:
     assert h.day_equity.tolist() == pytest.approx([100_000.0 - 1.0])  # the commission
 
 
-def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
-    """The same ticks and fills, delivered in random batches or one at a time."""
+@pytest.mark.parametrize("instruments", [2, 1], ids=["two instruments", "one instrument"])
+def test_batching_cannot_change_what_is_recorded(rand_seed: int, instruments: int) -> None:
+    """The same ticks and fills, delivered in random batches or one at a time. (Batches of
+    one instrument that cross many grid points are sampled without the batch kernel.)"""
     rng = np.random.default_rng(rand_seed)
     n = 4_000
     gaps = rng.integers(1, 200 * S, size=n)
@@ -193,7 +195,7 @@ def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
         if on_grid <= ts[k] and (k + 1 == n or on_grid <= ts[k + 1]):
             ts[k] = on_grid
     assert np.all(np.diff(ts) >= 0) and np.count_nonzero(ts % MINUTE == 0) > 50
-    inst_col = rng.integers(0, 2, size=n)
+    inst_col = rng.integers(0, instruments, size=n)
     mid = 100.0 + np.cumsum(rng.normal(0, 0.05, size=n))
     rows = quotes(
         [
@@ -202,11 +204,11 @@ def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
         ]
     )
     fill_at = set(rng.choice(n, size=60, replace=False).tolist())
-    two = (inst("AAA"), inst("BBB", "fx"))
+    books = (inst("AAA"), inst("BBB", "fx"))[:instruments]
 
-    def run(cuts: list[int] | None) -> AccountHistory:
+    def run(cuts: list[int] | None, **capacity: int) -> AccountHistory:
         """Batches cut at ``cuts`` (the numba kernel), or None: tick by tick (Python)."""
-        h = history(*two)
+        h = history(*books, **capacity)
         h.start(int(ts[0]))
         bounds = [0, *[c for c in (cuts or range(1, n)) if 0 < c < n], n]
         for a, b in itertools.pairwise(bounds):
@@ -220,7 +222,7 @@ def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
                 h.fill(
                     int(ts[k]),
                     f"s{k % 2}",
-                    ["AAA.SIM", "BBB.SIM"][k % 2],
+                    ["AAA.SIM", "BBB.SIM"][k % instruments],
                     side * 10.0,
                     float(mid[k]),
                     0.5,
@@ -236,7 +238,8 @@ def test_batching_cannot_change_what_is_recorded(rand_seed: int) -> None:
     )
     batched = run(random_cuts)
     one_batch_each = run(list(range(1, n)))  # the kernel, one tick at a time
-    for other in (batched, one_batch_each):
+    growing = run(random_cuts, capacity=2, fill_capacity=2)  # every column grows, often
+    for other in (batched, one_batch_each, growing):
         for part in ("curve", "samples", "fill_log"):
             mine = getattr(per_tick, part)
             theirs = getattr(other, part)
