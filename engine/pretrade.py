@@ -270,9 +270,17 @@ def _adv_denial(impact: OrderImpact, what: str) -> Decision | None:
 def _model_denial(model: RiskModel | None, now_ns: int, what: str) -> Decision | None:
     if model is None:
         return _deny("risk_model", f"no risk model; {what} cannot be checked without one")
-    if model.is_stale(now_ns):
+    try:
+        stale = model.is_stale(now_ns)
+    except Exception as exc:  # a failing model denies; it does not stop the gate
+        return _model_failed(exc, what)
+    if stale:
         return _deny("risk_model", f"the risk model is stale; {what} cannot be checked")
     return None
+
+
+def _model_failed(exc: Exception, what: str) -> Decision:
+    return _deny("risk_model", f"the risk model failed ({exc!r}); {what} cannot be checked")
 
 
 def _group_denial(impact: OrderImpact, f: int) -> Decision:
@@ -424,6 +432,8 @@ def check_var(
             return APPROVED
         exposure[impact.i] = before_e
         var_before = float(risk_model.var(view))
+    except Exception as exc:  # a failing model denies; it does not stop the gate
+        return _model_failed(exc, what)
     finally:
         exposure[impact.i] = before_e
     if var_after <= var_before:
@@ -466,7 +476,10 @@ def check_correlation(
         return denial
     assert risk_model is not None
     book, master = impact.book, impact.master
-    matrix = risk_model.correlation()
+    try:
+        matrix = np.asarray(risk_model.correlation())
+    except Exception as exc:  # a failing model denies; it does not stop the gate
+        return _model_failed(exc, what)
     if matrix.shape != (master.n, master.n):
         return _deny(
             "risk_model",

@@ -529,6 +529,22 @@ def test_var_and_correlation_limits_need_a_current_risk_model() -> None:
     assert denial(risk, buy(1), now_ns=T0 + 10**12 + 1)[0] == "risk_model"  # aged out
 
 
+class _BrokenModel(FixedCovarianceModel):
+    def var(self, exposure: np.ndarray) -> float:
+        raise FloatingPointError("singular covariance")
+
+
+def test_a_failing_risk_model_denies_and_does_not_stop_the_gate() -> None:
+    broken = _BrokenModel(np.eye(len(INSTRUMENTS)) * 1e-4, as_of_ns=T0)
+    risk = gate(LimitsConfig(portfolio=PortfolioLimits(var_limit=0.01)), model=broken)
+    assert denial(risk, buy(1)) == (
+        "risk_model",
+        "the risk model failed (FloatingPointError('singular covariance')); the VaR limit "
+        "cannot be checked",
+    )
+    assert not risk.master.cache.exposure.any()  # the exposure lent to the model is put back
+
+
 # --- 3. correlation --------------------------------------------------------------------------
 
 
