@@ -22,9 +22,9 @@ model while a VaR or correlation limit is set, or an instrument without the mast
 limit needs (no ADV, no region, a region the table does not name) deny, naming what is
 missing.
 
-**Only added risk is denied.** Checks 1, 3, 4 (days to unwind) and 5 deny an order only when
-it makes the breached measure larger: a book over a limit (after a price move, or a limit
-tightened) can always be reduced. For the gross measures (security, groups, gross leverage,
+**Only added risk is denied.** Checks 1 to 5 (all but the order's share of ADV) deny an order
+only when it makes the breached measure larger: a book over a limit (after a price move, or
+a limit tightened) can always be reduced. For the gross measures (security, groups, gross leverage,
 counterparty, days of ADV) that is when the order's instrument's gross quantity grows; for
 net leverage, VaR and a cluster, when that figure grows. The order-level limits (size,
 collar, share of ADV, rates, restricted, locates) apply to every order.
