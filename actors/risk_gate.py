@@ -3,13 +3,19 @@
 Approved orders go out on ``approved``; denials come back on ``events`` as
 ``OrderDenied`` with the reason. It owns the trading state: ``SetTradingState`` (from
 control, monitors or the supervisor) changes it and ``TradingStateChanged`` announces it.
+
+The limits are given inline (``limits = { max_order_notional = ... }``) or in a limits file
+(``limits_file = "limits.toml"``, relative to the configuration file), not both; see
+``config/limits.toml`` and engine/limits.py.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
+from engine.limits import LimitsConfig, load_limits
 from engine.messages import (
     Bar,
     BarBatch,
@@ -27,14 +33,26 @@ from engine.messages import (
     TradingState,
     TradingStateChanged,
 )
-from engine.risk import PreTradeRisk, RiskLimits
+from engine.risk import PreTradeRisk
 
 __all__ = ["RiskGate", "RiskGateConfig"]
 
 
 class RiskGateConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    limits: RiskLimits = RiskLimits()
+    """``limits`` inline, or ``limits_file`` (a TOML file of the same fields, relative to
+    the configuration file); neither: only the trading state and order sanity apply."""
+
+    limits: LimitsConfig | None = None
+    limits_file: str | None = None
     initial_state: TradingState = TradingState.ACTIVE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.limits is not None and self.limits_file is not None:
+            raise ValueError(
+                "give the limits inline (`limits`) or in a file (`limits_file`), not both"
+                " - at `$.limits_file`"
+            )
 
 
 class RiskGate(Actor[RiskGateConfig]):
@@ -43,19 +61,36 @@ class RiskGate(Actor[RiskGateConfig]):
     critical_by_default = True
     owns_trading_state = True
 
+    def check_config(self) -> None:
+        self._limits = self._load_limits()
+
+    def _load_limits(self) -> LimitsConfig:
+        if self.config.limits_file is None:
+            return self.config.limits or LimitsConfig()
+        path = Path(self.config.limits_file)
+        if not path.is_absolute() and self.ctx.base_dir is not None:
+            path = self.ctx.base_dir / path
+        if not path.is_file():
+            raise ValueError(f"no limits file {str(path)!r} - at `$.limits_file`")
+        return load_limits(path)  # a bad key there names that file and its `$.key`
+
     def on_start(self) -> None:
         previous = getattr(self, "risk", None)
+        limits = getattr(self, "_limits", None)
+        if limits is None:
+            limits = self._limits = self._load_limits()
         self.risk = PreTradeRisk(
             self.ctx.instruments,
-            self.config.limits,
+            limits,
             self.ctx.account.currency,
             self.config.initial_state,
+            starting_cash=self.ctx.account.starting_balance,
         )
         if previous is not None:
-            # a restarted gate keeps what it knew of positions, and comes back HALTED:
-            # a crash of the gate is a reason to stop trading until a person looks.
-            self.risk.position[:] = previous.position
-            self.risk.working.update(previous.working)
+            # a restarted gate keeps what it knew of positions, cash and limits, and comes
+            # back HALTED: a crash of the gate is a reason to stop trading until a person
+            # looks.
+            self.risk.adopt(previous)
             self.risk.set_state(TradingState.HALTED, "risk gate restarted after a crash")
         self.approved = 0
         self.denied = 0
@@ -64,7 +99,7 @@ class RiskGate(Actor[RiskGateConfig]):
         risk = self.risk
         match msg:
             case OrderRequest():
-                reason = risk.check(msg)
+                reason = risk.check(msg, self.clock.now())
                 if reason is None:
                     self.approved += 1
                     self.emit("approved", msg)
@@ -92,13 +127,9 @@ class RiskGate(Actor[RiskGateConfig]):
             case Bar(instrument_id=inst_id, close=close):
                 if inst_id in self.ctx.instruments:
                     risk.on_quote(self.ctx.instruments.index(inst_id), close, close)
-            case CorporateActionEvent(instrument_id=inst_id, split_ratio=ratio):
-                if inst_id in self.ctx.instruments and ratio != 1.0:
-                    i = self.ctx.instruments.index(inst_id)
-                    risk.position[i] = risk.position[i] / ratio
-                    for cid, (inst, leaves) in list(risk.working.items()):
-                        if inst == i:
-                            risk.working[cid] = (inst, leaves / ratio)
+            case CorporateActionEvent(instrument_id=inst_id, split_ratio=ratio, dividend=cash):
+                if inst_id in self.ctx.instruments:
+                    risk.on_corporate_action(self.ctx.instruments.index(inst_id), ratio, cash)
             case OrderFilled() | OrderPartiallyFilled():
                 risk.on_fill(msg)
             case OrderRejected() | OrderCancelled() | OrderExpired():

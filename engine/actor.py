@@ -24,6 +24,7 @@ Lifecycle::
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -83,9 +84,11 @@ class ActorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class RunContext:
-    """What every actor of one run shares: the clock, the instruments, the account."""
+    """What every actor of one run shares: the clock, the instruments, the account, and
+    the folder of the configuration file (``base_dir``, what relative paths in it are
+    relative to; None: the working directory)."""
 
-    __slots__ = ("account", "clock", "instruments", "quiescence")
+    __slots__ = ("account", "base_dir", "clock", "instruments", "quiescence")
 
     def __init__(
         self,
@@ -93,11 +96,13 @@ class RunContext:
         instruments: InstrumentTable,
         account: AccountConfig,
         quiescence: Quiescence | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         self.clock = clock
         self.instruments = instruments
         self.account = account
         self.quiescence = quiescence if quiescence is not None else Quiescence()
+        self.base_dir = base_dir
 
 
 class ActorStats:

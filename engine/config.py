@@ -255,17 +255,23 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return out
 
 
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_AT = re.compile(r"(?: - at `\$[^`]*`)+$")
+_ONE_AT = re.compile(r" - at `\$([^`]*)`")
 
 T = TypeVar("T")
 
 
 def config_error(exc: Exception, *, prefix: str, file: str | None) -> ConfigError:
-    """A ConfigError from a validation error, its ``$.path`` put under ``prefix``."""
+    """A ConfigError from a validation error, its ``$.path`` put under ``prefix``.
+
+    A check inside a nested Struct names its own field (`` - at `$.var_limit` ``) and msgspec
+    adds where that Struct sits (`` - at `$.portfolio` ``): the two are joined, outermost
+    first, into one path (``$.portfolio.var_limit``)."""
     text = str(exc)
     match = _AT.search(text)
     if match:
-        path = "$" + prefix + match.group("path")
+        parts = _ONE_AT.findall(match.group(0))
+        path = "$" + prefix + "".join(reversed(parts))
         text = text[: match.start()] + f" - at `{path}`"
     else:
         path = "$" + prefix

@@ -38,6 +38,15 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Where the instrument trades or is domiciled, for attribution in reports
     (``"US"``, ``"EU"``, ``"APAC"``, ...; free text, one label per region). None: unknown,
     and a report then leaves the region out."""
+    sector: str | None = None
+    """Industry sector (``"technology"``, ``"financials"``, ...), for the sector limits of
+    equities. None: unknown."""
+    adv: float | None = None
+    """Average daily volume in units of the instrument (shares, contracts), for the
+    liquidity limits. None: unknown."""
+    broker: str | None = None
+    """The counterparty the instrument is traded and held with (``"IB"``), for the
+    counterparty limits. None: unknown."""
 
     def __post_init__(self) -> None:
         if "." not in self.id:
@@ -46,6 +55,8 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.adv is not None and not (self.adv > 0 and math.isfinite(self.adv)):
+            raise ValueError(f"adv must be a positive number of units a day, got {self.adv!r}")
 
     @property
     def symbol(self) -> str:

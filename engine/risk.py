@@ -1,10 +1,16 @@
-"""Pre-trade risk checks, as pure code. The gate fails closed.
+"""Pre-trade risk: the risk gate's state and its decisions. The gate fails closed.
 
-For now: the trading state (ACTIVE / REDUCING / HALTED), order sanity (known instrument,
-positive quantity on the lot size, a limit or stop price where one is needed) and a maximum
-order notional: market orders priced at the touch, limits at their limit, stops at the
-worse of their stop and the touch. Every check is evaluated on what the
-order would do; a denial comes back as a sentence a person can act on.
+:class:`PreTradeRisk` keeps what the checks in :mod:`engine.pretrade` measure: positions,
+working orders (booked when approved, released by fills, cancels, rejections and
+expiries), the touch and mark of every instrument, cash and hence NAV, the window of
+recent approvals for the rate limits, and the trading state (ACTIVE / REDUCING / HALTED).
+Every decision is :func:`engine.pretrade.check_order` on that state; a denial comes back
+as a sentence a person can act on.
+
+NAV is cash plus every position at its mark: cash starts at the account's starting
+balance and moves with fills (``-quantity x price x multiplier - commission``) and
+dividends; :meth:`PreTradeRisk.on_account` re-anchors it to the broker's figure. While a
+position has no mark, NAV is unknown, and every limit measured against NAV denies.
 
 REDUCING counts working orders as if filled, so two reducing orders cannot together flip
 a position.
@@ -18,68 +24,52 @@ import msgspec
 import numpy as np
 
 from engine.instruments import InstrumentTable
-from engine.messages import (
-    FillEvent,
-    OrderRequest,
-    OrderType,
-    Side,
-    TradingState,
-)
+from engine.limits import Book, InstrumentMaster, LimitsConfig, RiskModel
+from engine.messages import FillEvent, OrderRequest, TradingState
+from engine.pretrade import Decision, RateWindow, check_order
 
 __all__ = ["PreTradeRisk", "RiskLimits"]
 
-
-class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Order-level limits. Notional is in the account currency."""
-
-    max_order_notional: float | None = None
-    max_order_quantity: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_order_notional", "max_order_quantity"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ValueError(f"{name} must be positive")
-
-
-# Enum members as module constants: on Python 3.11 every ``Enum.MEMBER`` lookup goes
-# through the enum metaclass's ``__getattr__`` hook, ten times the cost of a global
-_BUY = Side.BUY
-_MARKET = OrderType.MARKET
-_STOP = OrderType.STOP
-_HALTED = TradingState.HALTED
-_REDUCING = TradingState.REDUCING
-_NEEDS_LIMIT = (OrderType.LIMIT, OrderType.STOP_LIMIT)
-_NEEDS_STOP = (OrderType.STOP, OrderType.STOP_LIMIT)
-
-
-def _money(x: float) -> str:
-    return f"{x:,.2f}"
+RiskLimits = LimitsConfig
+"""The name this had when it held only the order-level limits; the same type."""
 
 
 class PreTradeRisk:
-    """The risk gate's decisions and the state they depend on."""
+    """The risk gate's decisions and the state they depend on.
+
+    ``starting_cash`` (account currency) is where NAV starts; None leaves NAV unknown until
+    :meth:`on_account`. ``risk_model`` is needed as soon as a VaR or correlation limit is
+    set; without one such limits deny every order.
+    """
 
     def __init__(
         self,
         instruments: InstrumentTable,
-        limits: RiskLimits,
+        limits: LimitsConfig,
         currency: str,
         state: TradingState = TradingState.ACTIVE,
+        *,
+        starting_cash: float | None = None,
+        risk_model: RiskModel | None = None,
     ) -> None:
         self.instruments = instruments
-        self.limits = limits
+        self.master = InstrumentMaster(instruments)
+        self.limits = _validated(limits)
         self.currency = currency
         self.state = state
         self.state_reason = "start"
-        n = len(instruments)
-        self.position = np.zeros(n, dtype=np.float64)
+        self.risk_model = risk_model
+        self.book = Book(len(instruments), currency=currency)
+        self.position = self.book.position
+        self.bid = self.book.bid
+        self.ask = self.book.ask
+        self.mark = self.book.mark
         self._lot = [inst.size_increment for inst in instruments]
-        # per instrument id: (index, instrument), looked up once per order and per fill
-        self._by_id = {inst.id: (i, inst) for i, inst in enumerate(instruments)}
-        self.bid = np.full(n, np.nan)
-        self.ask = np.full(n, np.nan)
+        self._half_lot = [0.5 * lot for lot in self._lot]
+        self._multiplier = [inst.multiplier for inst in instruments]
         self.working: dict[str, tuple[int, float]] = {}  # client id -> (instrument, signed leaves)
+        self.cash = math.nan if starting_cash is None else float(starting_cash)
+        self.rates = RateWindow()
 
     # --- state ---------------------------------------------------------------------------
 
@@ -92,102 +82,152 @@ class PreTradeRisk:
         self.state_reason = reason
         return previous
 
+    def set_limits(self, limits: LimitsConfig) -> LimitsConfig:
+        """Check ``limits`` and put them in force from the next order; return the previous
+        ones. Raises ValueError (naming the field) and keeps the old limits if they do not
+        check."""
+        new = _validated(limits)
+        self.master.caps(new)  # laid over the instrument master now, not at the next order
+        previous, self.limits = self.limits, new
+        return previous
+
+    def adopt(self, previous: PreTradeRisk) -> None:
+        """Take over what a previous gate (before a restart) knew of the account: positions,
+        working orders, cash, the recent approvals and the limits in force (a tightening
+        survives a crash). Marks are not taken: prices come again from the feed."""
+        self.position[:] = previous.position
+        self.book.working_buy[:] = previous.book.working_buy
+        self.book.working_sell[:] = previous.book.working_sell
+        self.working.update(previous.working)
+        self.cash = previous.cash
+        self.rates = previous.rates
+        self.limits = previous.limits
+        if self.risk_model is None:
+            self.risk_model = previous.risk_model
+
+    # --- market data, fills, the account -------------------------------------------------
+
     def on_quote(self, instrument: int, bid: float, ask: float) -> None:
-        self.bid[instrument] = bid
-        self.ask[instrument] = ask
+        self.book.set_quote(instrument, bid, ask)
 
     def on_quote_batch(self, instrument_col: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> None:
         """Keep the last quote of each instrument in the batch."""
         if len(bid) == 0:
             return
         if len(self.bid) == 1:
-            self.bid[0] = bid[-1]
-            self.ask[0] = ask[-1]
+            self.book.set_quote(0, float(bid[-1]), float(ask[-1]))
             return
         rev = instrument_col[::-1]
         seen, first = np.unique(rev, return_index=True)
         last = len(bid) - 1 - first
-        self.bid[seen] = bid[last]
-        self.ask[seen] = ask[last]
+        self.book.set_quotes(seen, bid[last], ask[last])
 
     def on_fill(self, fill: FillEvent) -> None:
-        entry = self._by_id.get(fill.instrument_id)
-        i = entry[0] if entry is not None else self.instruments.index(fill.instrument_id)
-        sign = 1 if fill.side is _BUY else -1  # Side.sign
-        position = self.position.item(i) + fill.last_qty * sign
+        i = self.instruments.index(fill.instrument_id)
+        signed = fill.last_qty * fill.side.sign
+        position = float(self.position[i]) + signed
         if abs(position) < 0.5 * self._lot[i]:  # partial fills that close it leave no dust
             position = 0.0
         self.position[i] = position
-        working = self.working
-        order_id = fill.client_order_id
-        if order_id in working:
-            if fill.leaves_qty <= 0:
-                del working[order_id]
-            else:
-                working[order_id] = (working[order_id][0], fill.leaves_qty * sign)
+        self.cash -= signed * fill.last_px * self._multiplier[i] + fill.commission
+        entry = self.working.get(fill.client_order_id)
+        if entry is not None:
+            leaves = fill.leaves_qty * fill.side.sign if fill.leaves_qty > 0 else 0.0
+            self._set_working(fill.client_order_id, entry[0], leaves)
 
     def on_order_done(self, client_order_id: str) -> None:
         """Cancelled, rejected or expired: nothing more will fill."""
-        self.working.pop(client_order_id, None)
+        entry = self.working.get(client_order_id)
+        if entry is not None:
+            self._set_working(client_order_id, entry[0], 0.0)
+
+    def on_corporate_action(self, instrument: int, split_ratio: float, dividend: float) -> None:
+        """A split and/or dividend goes ex (see ``CorporateActionEvent``): the dividend per
+        unit held before the split is paid into cash, then quantities divide by the split
+        ratio and prices multiply by it."""
+        i = instrument
+        if dividend:
+            self.cash += dividend * float(self.position[i]) * self._multiplier[i]
+        if split_ratio == 1.0:
+            return
+        book = self.book
+        self.position[i] /= split_ratio
+        book.working_buy[i] /= split_ratio
+        book.working_sell[i] /= split_ratio
+        for cid, (j, leaves) in list(self.working.items()):
+            if j == i:
+                self.working[cid] = (j, leaves / split_ratio)
+        for prices in (book.bid, book.ask, book.mark):
+            prices[i] *= split_ratio
+
+    def on_account(self, nav: float) -> bool:
+        """The account's NAV as the broker reports it (account currency): cash is set so
+        that NAV at the current marks equals it. While a position has no mark the report
+        cannot be lined up with the marks, and is not used (returns False)."""
+        cash = nav - self.book.market_value(self.master.multiplier)
+        if math.isnan(cash):
+            return False
+        self.cash = cash
+        return True
+
+    @property
+    def nav(self) -> float:
+        """Cash plus every position at its mark (account currency); NaN when unknown."""
+        return self.cash + self.book.market_value(self.master.multiplier)
+
+    def _set_working(self, client_order_id: str, i: int, signed_leaves: float) -> None:
+        """Book an order's signed leaves (0: it is done) in the working totals."""
+        state = self.book.state  # rows 1 and 2: working buys and sells
+        previous = self.working.pop(client_order_id, None)
+        if previous is not None:
+            old = previous[1]
+            row = 1 if old > 0 else 2
+            left = float(state[row, i]) - abs(old)
+            # sums of many partial fills leave no dust where nothing works
+            state[row, i] = left if left >= self._half_lot[i] else 0.0
+        if signed_leaves != 0:
+            self.working[client_order_id] = (i, signed_leaves)
+            state[1 if signed_leaves > 0 else 2, i] += abs(signed_leaves)
 
     # --- the check -----------------------------------------------------------------------
 
-    def check(self, order: OrderRequest) -> str | None:
-        """None to approve, else the reason for denial. Approval books the order as working."""
-        if self.state is _HALTED:
-            return f"trading is HALTED ({self.state_reason}); no orders until it is resumed"
-        found = self._by_id.get(order.instrument_id)
-        if found is None:
-            return f"unknown instrument {order.instrument_id}"
-        i, inst = found
-        qty = order.quantity
-        if not (qty > 0 and math.isfinite(qty)):
-            return f"quantity must be a positive number, got {qty}"
-        lots = qty / inst.size_increment
-        if abs(lots - round(lots)) > 1e-9 * max(1.0, abs(lots)):
-            return f"quantity {qty} is not a multiple of the lot size {inst.size_increment}"
+    def decide(self, order: OrderRequest, now_ns: int | None = None) -> Decision:
+        """Every pre-trade check on ``order`` at clock time ``now_ns`` (default: the order's
+        ``ts_init``). Approval books the order as working and counts it for the rates."""
+        now = order.ts_init if now_ns is None else now_ns
         limits = self.limits
-        if limits.max_order_quantity is not None and qty > limits.max_order_quantity:
-            return f"quantity {qty:g} exceeds the limit {limits.max_order_quantity:g}"
-        kind = order.order_type
-        is_buy = order.side is _BUY
-        touch = self.ask.item(i) if is_buy else self.bid.item(i)
-        if kind is _MARKET:  # the common case: neither a limit nor a stop price to check
-            pass
-        elif kind in _NEEDS_LIMIT and not (order.limit_price is not None and order.limit_price > 0):
-            return f"a {kind.value} order needs a positive limit price"
-        elif kind in _NEEDS_STOP and not (order.stop_price is not None and order.stop_price > 0):
-            return f"a {kind.value} order needs a positive stop price"
-        if kind is _MARKET or kind is _STOP:
-            if not (touch > 0 and math.isfinite(touch)):
-                return (
-                    f"no market price for {order.instrument_id}; "
-                    f"cannot value a {kind.value.lower()} order"
-                )
-            price = touch
-            if kind is _STOP:
-                # it trades at the touch once triggered: value it at the worse of the two
-                assert order.stop_price is not None
-                price = max(touch, order.stop_price) if is_buy else min(touch, order.stop_price)
-        else:
-            assert order.limit_price is not None
-            price = order.limit_price
-        notional = inst.notional(price, qty)
-        cap = limits.max_order_notional
-        if cap is not None and notional > cap:
-            return (
-                f"order notional {_money(notional)} {self.currency} exceeds the limit "
-                f"{_money(cap)} {self.currency}"
-            )
-        signed = qty * (1 if is_buy else -1)  # Side.sign
-        if self.state is _REDUCING:
-            exposure = float(self.position[i]) + sum(q for j, q in self.working.values() if j == i)
-            after = exposure + signed
-            if not (abs(after) < abs(exposure) and (after == 0 or (after > 0) == (exposure > 0))):
-                return (
-                    f"trading is REDUCING ({self.state_reason}): only orders that shrink a "
-                    f"position pass; this one takes {order.instrument_id} from {exposure:g} "
-                    f"to {after:g}"
-                )
-        self.working[order.client_order_id] = (i, signed)
-        return None
+        if self.master.caps(limits).needs_nav:
+            self.book.nav = self.nav
+        decision = check_order(
+            order,
+            self.book,
+            limits,
+            self.master,
+            risk_model=self.risk_model,
+            rates=self.rates,
+            state=self.state,
+            state_reason=self.state_reason,
+            now_ns=now,
+        )
+        if decision.approved:
+            i = self.instruments.index(order.instrument_id)
+            self._set_working(order.client_order_id, i, order.quantity * order.side.sign)
+            if limits.rates.enabled:
+                self.rates.record(now, order.strategy_id, limits.rates.window_ns)
+        return decision
+
+    def check(self, order: OrderRequest, now_ns: int | None = None) -> str | None:
+        """None to approve, else the reason for denial (see :meth:`decide`)."""
+        decision = self.decide(order, now_ns)
+        return None if decision.approved else decision.reason
+
+
+def _validated(limits: LimitsConfig) -> LimitsConfig:
+    """``limits`` checked field by field, as if read from a file (a Struct built in code
+    with ``msgspec.structs.replace`` may have skipped its checks)."""
+    if not isinstance(limits, LimitsConfig):
+        raise TypeError(f"expected LimitsConfig, got {type(limits).__name__}")
+    try:
+        return msgspec.convert(msgspec.to_builtins(limits), LimitsConfig)
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(exc)) from None

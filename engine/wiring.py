@@ -77,7 +77,9 @@ class System:
         self.base_dir = base_dir or Path.cwd()
         self.instruments = InstrumentTable(config.instruments)
         self.quiescence = Quiescence()
-        self.ctx = RunContext(clock, self.instruments, config.account, self.quiescence)
+        self.ctx = RunContext(
+            clock, self.instruments, config.account, self.quiescence, base_dir=self.base_dir
+        )
         self.clock = clock
         self.actors: dict[str, Actor[Any]] = {}
         for name, section in config.actors.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.clock import ReplayClock
-from engine.config import SystemConfig, load_config, parse_config
+from engine.config import SystemConfig, config_error, load_config, parse_config
 from engine.errors import ConfigError, WiringError
 from engine.wiring import System
 
@@ -221,6 +221,19 @@ def test_kind_specific_unknown_field() -> None:
 def test_kind_specific_nested_unknown_field() -> None:
     exc = wiring_error(variant("max_order_quantity = 5000.0", "max_order_qty = 5000.0"))
     assert_names(exc, "$.actors.risk.limits", "unknown field `max_order_qty`")
+
+
+def test_a_check_inside_a_nested_struct_names_the_whole_path() -> None:
+    # msgspec adds where a nested Struct sits after the path its own check names
+    exc = config_error(
+        ValueError("var_limit must be positive - at `$.var_limit` - at `$.portfolio`"),
+        prefix=".actors.risk.limits",
+        file=FILE,
+    )
+    assert exc.path == "$.actors.risk.limits.portfolio.var_limit"
+    assert str(exc) == (
+        f"{FILE}: var_limit must be positive - at `$.actors.risk.limits.portfolio.var_limit`"
+    )
 
 
 def test_fast_not_below_slow_names_the_actor_section() -> None:
