@@ -1036,10 +1036,7 @@ class Utilisation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     rule: str
     used: float
     limit: float
-
-    @property
-    def fraction(self) -> float:
-        return self.used / self.limit
+    fraction: float
 
 
 def _nav_or_nan(book: Book) -> float:
@@ -1064,7 +1061,11 @@ def utilisation(
     rows: list[Utilisation] = []
 
     def add(level: str, key: str, rule: str, used: float, limit: float) -> None:
-        rows.append(Utilisation(level=level, key=key, rule=rule, used=used, limit=limit))
+        rows.append(
+            Utilisation(
+                level=level, key=key, rule=rule, used=used, limit=limit, fraction=used / limit
+            )
+        )
 
     nav = _nav_or_nan(book)
     lo = book.position + book.working_buy

@@ -789,6 +789,10 @@ def test_utilisation_reports_every_limit_at_every_level() -> None:
     cluster = rows["correlation", "AAA.US", "correlation.max_cluster_fraction"]
     assert cluster.used == pytest.approx(0.05)
     assert ("security", "BBB.US", "security.max_position_fraction") not in rows  # not held
+    # a monitor or dashboard sends them on as they are
+    sent = msgspec.json.decode(msgspec.json.encode(rows["region", "US", "region"]))
+    assert sent == {"level": "region", "key": "US", "rule": "region", "used": pytest.approx(0.05),
+                    "limit": 0.4, "fraction": pytest.approx(0.125)}  # fmt: skip
 
 
 # --- the property ----------------------------------------------------------------------------
