@@ -33,6 +33,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "ema_cross": "actors.strategies.ema_cross:EmaCrossStrategy",
     "trend": "actors.strategies.trend:TrendStrategy",
     "risk_gate": "actors.risk_gate:RiskGate",
+    "risk_monitor": "actors.risk_monitor:RiskMonitor",
     "router": "actors.router:Router",
     "portfolio": "actors.portfolio:PortfolioActor",
     "event_log": "actors.event_log:EventLog",
