@@ -14,12 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
+
 from engine.actor import Actor, ActorConfig
 from engine.limits import LimitsConfig, load_limits
 from engine.messages import (
     Bar,
     BarBatch,
     CorporateActionEvent,
+    LimitsChanged,
     OrderCancelled,
     OrderDenied,
     OrderExpired,
@@ -29,6 +32,7 @@ from engine.messages import (
     OrderRequest,
     QuoteBatch,
     QuoteTick,
+    SetLimits,
     SetTradingState,
     TradingState,
     TradingStateChanged,
@@ -134,6 +138,24 @@ class RiskGate(Actor[RiskGateConfig]):
                 risk.on_fill(msg)
             case OrderRejected() | OrderCancelled() | OrderExpired():
                 risk.on_order_done(msg.client_order_id)
+            case SetLimits(limits=limits, reason=reason, origin=origin):
+                now = self.clock.now()
+                try:
+                    risk.set_limits(limits)
+                except (TypeError, ValueError) as exc:
+                    self.log.error("limits refused", reason=str(exc), origin=origin)
+                    return
+                self.log.warning("limits changed", reason=reason, origin=origin)
+                self.emit(
+                    "events",
+                    LimitsChanged(
+                        limits=msgspec.to_builtins(limits),
+                        reason=reason,
+                        origin=origin,
+                        ts_event=now,
+                        ts_init=now,
+                    ),
+                )
             case SetTradingState(state=state, reason=reason, origin=origin):
                 previous = risk.set_state(state, reason)
                 if previous is not None:

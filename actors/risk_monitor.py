@@ -118,8 +118,10 @@ class RiskMonitor(Actor[RiskMonitorConfig]):
         if self.armed:
             return
         now = self.clock.now()
-        due = now if self.last_evaluation is None else max(
-            now, self.last_evaluation + self.interval_ns
+        due = (
+            now
+            if self.last_evaluation is None
+            else max(now, self.last_evaluation + self.interval_ns)
         )
         self.armed = True
         self.timer_at(due, _EVALUATE)
@@ -178,6 +180,7 @@ class RiskMonitor(Actor[RiskMonitorConfig]):
             case TradingStateChanged(state=state, origin=origin) if origin != self.name:
                 if state is TradingState.ACTIVE:  # a person resumed: the breakers re-arm
                     core.halted = False
+                    core.flattened = False
                     core.reducing = False
                     core.breached = set()
             case _:
@@ -193,6 +196,6 @@ class RiskMonitor(Actor[RiskMonitorConfig]):
         if self.armed or not len(batch):
             return len(batch)
         dtype = batch.dtype
-        if dtype is QUOTE_DTYPE or dtype == QUOTE_DTYPE or dtype == BAR_DTYPE:
+        if dtype in (QUOTE_DTYPE, BAR_DTYPE):
             return 0
         return len(batch)

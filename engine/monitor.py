@@ -156,6 +156,7 @@ class MonitorCore:
         self.reducing = False  # we asked for REDUCING because of a breach
         self.halted = False
         self.flattening = False
+        self.flattened = False  # a hard stop happened: not again until a person resumes
         self.tightened = False
         self.deleveraging: set[str] = set()  # our orders still working
         self.flatten_orders: set[str] = set()
@@ -174,8 +175,13 @@ class MonitorCore:
             self._sync_working()
 
     def on_fill(
-        self, client_order_id: str, instrument_id: str, signed_qty: float, price: float,
-        commission: float, leaves: float,
+        self,
+        client_order_id: str,
+        instrument_id: str,
+        signed_qty: float,
+        price: float,
+        commission: float,
+        leaves: float,
     ) -> None:
         if instrument_id not in self.instruments:
             return
@@ -274,6 +280,7 @@ class MonitorCore:
             settings.drawdown_flatten is not None
             and self.drawdown >= settings.drawdown_flatten
             and not self.flattening
+            and not self.flattened
         ):
             self._flatten(now, out, figures)
         elif (
@@ -306,21 +313,43 @@ class MonitorCore:
             self.tightened = True
             self.limits = self.base_limits.tightened(1.0 - margin)
             reason = f"{self.detector.reason}; every limit tightened by {_pct(margin)}"
-            out.append(("control", SetLimits(
-                limits=self.limits, reason=reason, origin=self.name, ts_event=now, ts_init=now
-            )))
+            out.append(
+                (
+                    "control",
+                    SetLimits(
+                        limits=self.limits,
+                        reason=reason,
+                        origin=self.name,
+                        ts_event=now,
+                        ts_init=now,
+                    ),
+                )
+            )
             self._decide(now, out, "regime_shift", AlertLevel.WARNING, "tighten", reason, figures)
         elif not shifted and self.tightened:
             self.tightened = False
             self.limits = self.base_limits
             reason = "the correlation regime shift has cleared; limits restored"
-            out.append(("control", SetLimits(
-                limits=self.limits, reason=reason, origin=self.name, ts_event=now, ts_init=now
-            )))
+            out.append(
+                (
+                    "control",
+                    SetLimits(
+                        limits=self.limits,
+                        reason=reason,
+                        origin=self.name,
+                        ts_event=now,
+                        ts_init=now,
+                    ),
+                )
+            )
             self._decide(now, out, "regime_shift", AlertLevel.INFO, "restore", reason, figures)
 
     def _limits(
-        self, now: int, out: Outbox, rows: list[Utilisation], figures: dict[str, float],
+        self,
+        now: int,
+        out: Outbox,
+        rows: list[Utilisation],
+        figures: dict[str, float],
         warn: float,
     ) -> None:
         breached: set[str] = set()
@@ -332,28 +361,42 @@ class MonitorCore:
                 if key not in self.unmeasurable:
                     self.unmeasurable.add(key)
                     self._decide(
-                        now, out, row.rule, AlertLevel.WARNING, "notify",
+                        now,
+                        out,
+                        row.rule,
+                        AlertLevel.WARNING,
+                        "notify",
                         f"{row.level} {row.key}: {row.rule} cannot be measured now "
-                        "(no mark, no daily volume or no risk model yet)", inputs,
+                        "(no mark, no daily volume or no risk model yet)",
+                        inputs,
                     )
                 continue
             self.unmeasurable.discard(key)
             if frac > 1.0 + 1e-9:
                 breached.add(key)
                 if key not in self.breached:
-                    if row.rule == "var_limit":
+                    if row.rule.endswith("var_limit"):
                         self._deleverage(now, out, row, inputs)
                     else:
                         self._decide(
-                            now, out, row.rule, AlertLevel.ERROR, "reduce",
+                            now,
+                            out,
+                            row.rule,
+                            AlertLevel.ERROR,
+                            "reduce",
                             f"{row.level} {row.key}: {row.rule} breached, {row.used:.4g} "
-                            f"against {row.limit:.4g} ({_pct(frac)}); no new risk", inputs,
+                            f"against {row.limit:.4g} ({_pct(frac)}); no new risk",
+                            inputs,
                         )
             if frac >= warn and key not in self.warned:
                 self.warned.add(key)
                 if frac <= 1.0 + 1e-9:
                     self._decide(
-                        now, out, row.rule, AlertLevel.WARNING, "notify",
+                        now,
+                        out,
+                        row.rule,
+                        AlertLevel.WARNING,
+                        "notify",
                         f"{row.level} {row.key}: {row.rule} at {_pct(frac)} of its limit",
                         inputs,
                     )
@@ -367,8 +410,13 @@ class MonitorCore:
             self.reducing = False
             self._state(now, out, TradingState.ACTIVE, "every limit is back inside")
             self._decide(
-                now, out, "limits", AlertLevel.INFO, "restore",
-                "every limit is back inside: trading ACTIVE again", figures,
+                now,
+                out,
+                "limits",
+                AlertLevel.INFO,
+                "restore",
+                "every limit is back inside: trading ACTIVE again",
+                figures,
             )
 
     def _deleverage(
@@ -376,7 +424,10 @@ class MonitorCore:
     ) -> None:
         if self.deleveraging:
             return
-        exposure = self.exposure()
+        # as the limit is measured: positions and working orders, at their marks
+        book = self.book
+        signed = book.position + book.working_buy - book.working_sell
+        exposure = np.nan_to_num(signed * book.mark * self.mult)
         limit_money = row.limit * self.nav
         factor = self.model.deleverage_factor(exposure, limit_money)
         inputs = {**inputs, "deleverage_factor": factor}
@@ -387,7 +438,7 @@ class MonitorCore:
         if not self.reducing:
             self.reducing = True
             self._state(now, out, TradingState.REDUCING, "VaR over its limit: deleveraging")
-        self._decide(now, out, "var_limit", AlertLevel.ERROR, "deleverage", reason, inputs)
+        self._decide(now, out, row.rule, AlertLevel.ERROR, "deleverage", reason, inputs)
         for i, pos in enumerate(self.book.position.tolist()):
             if pos == 0.0:
                 continue
@@ -403,6 +454,7 @@ class MonitorCore:
         settings = self.limits.monitor
         assert settings.drawdown_flatten is not None
         self.flattening = True
+        self.flattened = True
         self.halted = True
         reason = (
             f"drawdown {_pct(self.drawdown)} reached the hard stop "
@@ -412,13 +464,18 @@ class MonitorCore:
         self._state(now, out, TradingState.REDUCING, "flattening the book")
         self._decide(now, out, "drawdown_flatten", AlertLevel.CRITICAL, "flatten", reason, figures)
         for cid, (i, _) in sorted(self.working.items()):
-            out.append(("cancels", CancelOrder(
-                client_order_id=cid,
-                strategy_id=self.owner.get(cid, ""),
-                instrument_id=self.instruments.at(i).id,
-                ts_event=now,
-                ts_init=now,
-            )))
+            out.append(
+                (
+                    "cancels",
+                    CancelOrder(
+                        client_order_id=cid,
+                        strategy_id=self.owner.get(cid, ""),
+                        instrument_id=self.instruments.at(i).id,
+                        ts_event=now,
+                        ts_init=now,
+                    ),
+                )
+            )
         self._close_all(now, out)
 
     def _close_all(self, now: int, out: Outbox) -> None:
@@ -437,8 +494,13 @@ class MonitorCore:
             self.flattening = False
             self._state(now, out, TradingState.HALTED, "the book is flat after a hard stop")
             self._decide(
-                now, out, "drawdown_flatten", AlertLevel.CRITICAL, "halt",
-                "the book is flat; trading HALTED until a person resumes it", figures,
+                now,
+                out,
+                "drawdown_flatten",
+                AlertLevel.CRITICAL,
+                "halt",
+                "the book is flat; trading HALTED until a person resumes it",
+                figures,
             )
 
     # --- output --------------------------------------------------------------------------
@@ -446,35 +508,73 @@ class MonitorCore:
     def _order(self, now: int, out: Outbox, i: int, side: Side, qty: float) -> str:
         self._seq += 1
         cid = f"{self.name}-{self._seq}"
-        out.append(("orders", OrderRequest(
-            client_order_id=cid,
-            strategy_id=self.name,
-            instrument_id=self.instruments.at(i).id,
-            side=side,
-            quantity=qty,
-            order_type=OrderType.MARKET,
-            time_in_force=TimeInForce.GTC,
-            ts_event=now,
-            ts_init=now,
-        )))
+        out.append(
+            (
+                "orders",
+                OrderRequest(
+                    client_order_id=cid,
+                    strategy_id=self.name,
+                    instrument_id=self.instruments.at(i).id,
+                    side=side,
+                    quantity=qty,
+                    order_type=OrderType.MARKET,
+                    time_in_force=TimeInForce.GTC,
+                    ts_event=now,
+                    ts_init=now,
+                ),
+            )
+        )
         return cid
 
     def _state(self, now: int, out: Outbox, state: TradingState, reason: str) -> None:
-        out.append(("control", SetTradingState(
-            state=state, reason=reason, origin=self.name, ts_event=now, ts_init=now
-        )))
+        out.append(
+            (
+                "control",
+                SetTradingState(
+                    state=state, reason=reason, origin=self.name, ts_event=now, ts_init=now
+                ),
+            )
+        )
 
     def _decide(
-        self, now: int, out: Outbox, rule: str, level: AlertLevel, action: str, reason: str,
+        self,
+        now: int,
+        out: Outbox,
+        rule: str,
+        level: AlertLevel,
+        action: str,
+        reason: str,
         inputs: dict[str, float],
     ) -> None:
         clean = {k: float(v) for k, v in inputs.items()}
-        out.append(("events", RiskDecision(
-            source=self.name, rule=rule, level=level, action=action, reason=reason,
-            inputs=clean, ts_event=now, ts_init=now,
-        )))
+        out.append(
+            (
+                "events",
+                RiskDecision(
+                    source=self.name,
+                    rule=rule,
+                    level=level,
+                    action=action,
+                    reason=reason,
+                    inputs=clean,
+                    ts_event=now,
+                    ts_init=now,
+                ),
+            )
+        )
         if level >= AlertLevel.WARNING:
-            out.append(("events", Alert(
-                level=level, source=self.name, rule=rule, message=reason, action=action,
-                figures=clean, ts_event=now, ts_init=now,
-            )))
+            out.append(
+                (
+                    "events",
+                    Alert(
+                        level=level,
+                        source=self.name,
+                        rule=rule,
+                        message=reason,
+                        action=action,
+                        figures=clean,
+                        ts_event=now,
+                        ts_init=now,
+                    ),
+                )
+            )
