@@ -36,6 +36,8 @@ from engine.config import convert_section
 from engine.corporate_actions import day_number, session_days
 from engine.errors import ConfigError, DataError
 from engine.instruments import InstrumentTable
+from engine.limits import Book as LimitBook
+from engine.limits import InstrumentMaster, LimitsConfig, load_limits, utilisation
 from engine.logs import configure_logging
 from engine.stress import (
     DEFAULT_HISTORICAL,
@@ -236,13 +238,52 @@ def run_stress(
     return results
 
 
+def limits_broken(
+    book: Book, instruments: InstrumentTable, limits: LimitsConfig, result: StressResult
+) -> list[dict[str, Any]]:
+    """The limits the book after ``result``'s move would break (that it did not before):
+    positions at the moved prices, NAV after the P&L. Limits that need the risk model are
+    left out (a scenario is a price move, not a new covariance)."""
+    master = InstrumentMaster(instruments)
+    before = LimitBook(len(instruments), nav=book.nav)
+    before.position[:] = book.quantity
+    before.mark[:] = book.price
+    after = LimitBook(len(instruments), nav=result.nav_after)
+    after.position[:] = book.quantity
+    after.mark[:] = [
+        p * (1.0 + result.returns.get(inst.id, 0.0))
+        for p, inst in zip(book.price, instruments, strict=True)
+    ]
+    was = {(u.level, u.key, u.rule): u.fraction for u in utilisation(before, limits, master)}
+    broken = []
+    for u in utilisation(after, limits, master):
+        if (
+            math.isfinite(u.fraction)
+            and u.fraction > 1.0
+            and not was.get((u.level, u.key, u.rule), 0.0) > 1.0
+        ):
+            broken.append(
+                {
+                    "level": u.level,
+                    "key": u.key,
+                    "rule": u.rule,
+                    "used": u.used,
+                    "limit": u.limit,
+                    "fraction": u.fraction,
+                }
+            )
+    return broken
+
+
 def _money(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def format_results(book: Book, results: list[StressResult], currency: str) -> str:
+def format_results(
+    book: Book, results: list[StressResult], currency: str, broken: list[list[dict[str, Any]]]
+) -> str:
     lines = [f"book: {book.source} (NAV {_money(book.nav)} {currency})"]
-    for r in results:
+    for r, limits in zip(results, broken, strict=True):
         lines.append("")
         lines.append(
             f"{r.scenario}: P&L {_money(r.pnl)} {currency} ({r.pnl_fraction:+.2%} of NAV)"
@@ -259,6 +300,11 @@ def format_results(book: Book, results: list[StressResult], currency: str) -> st
                 lines.append(f"  by {title:<12} {cells}")
         if r.uncovered:
             lines.append(f"  no data in the window (left out): {', '.join(r.uncovered)}")
+        for b in limits:
+            lines.append(
+                f"  would break {b['level']} {b['key']} {b['rule']}: "
+                f"{b['used']:.4g} against {b['limit']:.4g} ({100 * b['fraction']:.0f}%)"
+            )
     return "\n".join(lines)
 
 
@@ -285,12 +331,32 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     else:
         book = book_from_backtest(system)
     results = run_stress(book, system.instruments, store, stress)
+    limits = _limits_for(args, system)
+    broken = [limits_broken(book, system.instruments, limits, r) for r in results]
     if args.json:
-        out = {"book": msgspec.to_builtins(book), "results": msgspec.to_builtins(results)}
+        out = {
+            "book": msgspec.to_builtins(book),
+            "results": [
+                {**msgspec.to_builtins(r), "limits_broken": b}
+                for r, b in zip(results, broken, strict=True)
+            ],
+        }
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(format_results(book, results, config.account.currency) + "\n")
+        text = format_results(book, results, config.account.currency, broken)
+        sys.stdout.write(text + "\n")
     return 0
+
+
+def _limits_for(args: argparse.Namespace, system: System) -> LimitsConfig:
+    """``--limits``, else the risk gate's limits (inline or its file), else none."""
+    if args.limits is not None:
+        return load_limits(args.limits)
+    for gate in system.of_kind("risk_gate"):
+        limits = getattr(gate, "_limits", None)
+        if isinstance(limits, LimitsConfig):
+            return limits
+    return LimitsConfig()
 
 
 def register(sub: Any) -> None:
@@ -303,6 +369,7 @@ def register(sub: Any) -> None:
     st.add_argument("--portfolio", default=None, help="a portfolio file (default: the backtest's)")
     st.add_argument("--as-of", default=None, help="end the backtest on this date (YYYY-MM-DD)")
     st.add_argument("--scenarios", default=None, help="a scenario file (default: the built-in)")
+    st.add_argument("--limits", default=None, help="a limits file (default: the risk gate's)")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     st.set_defaults(func=_cmd_stress)
