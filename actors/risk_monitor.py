@@ -26,13 +26,12 @@ no evaluation is due, and batched and tick-by-tick replays evaluate at the same 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from engine.actor import Actor, ActorConfig
-from engine.limits import LimitsConfig, load_limits
+from engine.limits import LimitsConfig, check_limits_source, resolve_limits
 from engine.messages import (
     Bar,
     BarBatch,
@@ -70,11 +69,7 @@ class RiskMonitorConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_f
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.limits is not None and self.limits_file is not None:
-            raise ValueError(
-                "give the limits inline (`limits`) or in a file (`limits_file`), not both"
-                " - at `$.limits_file`"
-            )
+        check_limits_source(self.limits, self.limits_file)
 
 
 class RiskMonitor(Actor[RiskMonitorConfig]):
@@ -85,14 +80,7 @@ class RiskMonitor(Actor[RiskMonitorConfig]):
         self._limits = self._load_limits()
 
     def _load_limits(self) -> LimitsConfig:
-        if self.config.limits_file is None:
-            return self.config.limits or LimitsConfig()
-        path = Path(self.config.limits_file)
-        if not path.is_absolute() and self.ctx.base_dir is not None:
-            path = self.ctx.base_dir / path
-        if not path.is_file():
-            raise ValueError(f"no limits file {str(path)!r} - at `$.limits_file`")
-        return load_limits(path)
+        return resolve_limits(self.config.limits, self.config.limits_file, self.ctx.base_dir)
 
     def on_start(self) -> None:
         if getattr(self, "core", None) is None:

@@ -361,6 +361,31 @@ def load_limits(path: str | Path) -> LimitsConfig:
     return parse_limits(text, file=str(p))
 
 
+def check_limits_source(limits: LimitsConfig | None, limits_file: str | None) -> None:
+    """An actor's configuration gives its limits inline or in a file, not both."""
+    if limits is not None and limits_file is not None:
+        raise ValueError(
+            "give the limits inline (`limits`) or in a file (`limits_file`), not both"
+            " - at `$.limits_file`"
+        )
+
+
+def resolve_limits(
+    limits: LimitsConfig | None, limits_file: str | None, base_dir: Path | None
+) -> LimitsConfig:
+    """The limits an actor's configuration names: ``limits`` inline, or ``limits_file``
+    (relative to ``base_dir``, the configuration's folder); neither: no limits. A missing
+    file is a ValueError naming ``$.limits_file``; a bad key in it names that file."""
+    if limits_file is None:
+        return limits or LimitsConfig()
+    path = Path(limits_file)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        raise ValueError(f"no limits file {str(path)!r} - at `$.limits_file`")
+    return load_limits(path)
+
+
 # --- the instrument master as arrays ---------------------------------------------------------
 
 _MISSING = -1  # the instrument has no value for the field
