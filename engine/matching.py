@@ -83,7 +83,7 @@ from engine.messages import (
     Side,
     TimeInForce,
 )
-from engine.ticks import QUOTE_DTYPE, TRADE_DTYPE
+from engine.ticks import QUOTE_DTYPE, TRADE_DTYPE, last_rows
 
 __all__ = [
     "CommissionSchedule",
@@ -441,9 +441,8 @@ class SimulatedVenue:
             self.bid_size[0] = float(bid_size[last])
             self.ask_size[0] = float(ask_size[last])
             return
-        # the last row of each instrument in the range
-        seen, first = np.unique(instrument_col[start:end][::-1], return_index=True)
-        for inst, row in zip(seen.tolist(), (end - 1 - first).tolist(), strict=True):
+        seen, rows = last_rows(instrument_col, start, end)
+        for inst, row in zip(seen.tolist(), rows.tolist(), strict=True):
             self.bid[inst] = float(bid[row])
             self.ask[inst] = float(ask[row])
             self.bid_size[inst] = float(bid_size[row])
@@ -657,8 +656,8 @@ class SimulatedVenue:
     def _set_closes(self, instrument_col: np.ndarray, c: np.ndarray, start: int, end: int) -> None:
         if end <= start:
             return
-        seen, first = np.unique(instrument_col[start:end][::-1], return_index=True)
-        for inst, row in zip(seen.tolist(), (end - 1 - first).tolist(), strict=True):
+        seen, rows = last_rows(instrument_col, start, end)
+        for inst, row in zip(seen.tolist(), rows.tolist(), strict=True):
             self.bar_close[inst] = float(c[row])
 
     def scan_bars(self, instrument_col: np.ndarray, start: int = 0) -> int:

@@ -53,6 +53,7 @@ from engine.messages import (
     TimeInForce,
     TradingState,
 )
+from engine.ticks import last_rows
 from engine.var import CovarianceRiskModel, RegimeDetector
 
 __all__ = ["ModelSettings", "MonitorCore", "Outbox", "RegimeSettings"]
@@ -223,8 +224,7 @@ class MonitorCore:
         """Prices in time order (mids of quotes, closes of bars)."""
         if len(price) == 0:
             return
-        seen, first = np.unique(instrument_col[::-1], return_index=True)
-        last = len(price) - 1 - first
+        seen, last = last_rows(instrument_col)
         self.book.mark[seen] = price[last]
         self.model.on_prices(instrument_col, price, ts)
 

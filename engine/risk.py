@@ -27,6 +27,7 @@ from engine.instruments import InstrumentTable
 from engine.limits import Book, InstrumentMaster, LimitsConfig, RiskModel
 from engine.messages import FillEvent, OrderRequest, TradingState
 from engine.pretrade import Decision, RateWindow, check_order
+from engine.ticks import last_rows
 
 __all__ = ["PreTradeRisk", "RiskLimits"]
 
@@ -117,9 +118,7 @@ class PreTradeRisk:
         if len(self.bid) == 1:
             self.book.set_quote(0, float(bid[-1]), float(ask[-1]))
             return
-        rev = instrument_col[::-1]
-        seen, first = np.unique(rev, return_index=True)
-        last = len(bid) - 1 - first
+        seen, last = last_rows(instrument_col)
         self.book.set_quotes(seen, bid[last], ask[last])
 
     def on_fill(self, fill: FillEvent) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "TradeArray",
     "empty_bars",
     "empty_quotes",
+    "last_rows",
     "open_bars",
     "open_quotes",
     "open_trades",
@@ -100,6 +101,16 @@ DAILY_NS = 86_400_000_000_000
 QuoteArray = npt.NDArray[np.void]
 TradeArray = npt.NDArray[np.void]
 BarArray = npt.NDArray[np.void]
+
+
+def last_rows(
+    instrument_col: npt.NDArray[np.uint32], start: int = 0, end: int | None = None
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp]]:
+    """The instruments among rows ``start:end`` of a batch and, for each, the index of its
+    last row there: what a consumer that keeps only the latest price of each takes."""
+    stop = len(instrument_col) if end is None else end
+    seen, first = np.unique(instrument_col[start:stop][::-1], return_index=True)
+    return seen, stop - 1 - first
 
 
 def empty_quotes(n: int = 0) -> QuoteArray:
