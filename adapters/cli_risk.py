@@ -32,7 +32,7 @@ from adapters.importers import corporate_actions
 from adapters.store_replay import replay_source
 from adapters.tickstore import TickStore
 from engine.backtest import load_backtest, run_backtest
-from engine.config import convert_section
+from engine.config import convert_section, utc_ns
 from engine.corporate_actions import day_number, session_days
 from engine.errors import ConfigError, DataError
 from engine.instruments import InstrumentTable
@@ -104,8 +104,8 @@ def historical_returns(
     both ends."""
     out = np.full(len(instruments), np.nan)
     have = set(store.instruments("bars.1d"))
-    lo = _utc_ns(scenario.start - dt.timedelta(days=10))
-    hi = _utc_ns(scenario.end + dt.timedelta(days=2))
+    lo = utc_ns((scenario.start - dt.timedelta(days=10)).isoformat())
+    hi = utc_ns((scenario.end + dt.timedelta(days=2)).isoformat())
     zone = ZoneInfo(EX_DATE_ZONE)
     for i, inst in enumerate(instruments):
         if inst.id not in have:
@@ -127,14 +127,10 @@ def historical_returns(
     return out
 
 
-def _utc_ns(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-
-
 def _last_closes(store: TickStore, instruments: InstrumentTable, as_of: dt.date) -> np.ndarray:
     out = np.full(len(instruments), np.nan)
     have = set(store.instruments("bars.1d"))
-    end = _utc_ns(as_of + dt.timedelta(days=1))
+    end = utc_ns((as_of + dt.timedelta(days=1)).isoformat())
     for i, inst in enumerate(instruments):
         if inst.id in have:
             bars = store.read_all("bars.1d", [inst.id], end - 20 * 86_400_000_000_000, end)
