@@ -100,6 +100,7 @@ class BarBuilder(Actor[BarBuilderConfig]):
 
     Config = BarBuilderConfig
     outputs: ClassVar[tuple[str, ...]] = ("bars",)
+    market_data_ports: ClassVar[frozenset[str]] = frozenset({"bars"})
 
     def check_config(self) -> None:
         for i, inst_id in enumerate(self.config.instruments):

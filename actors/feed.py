@@ -32,6 +32,7 @@ class ReplayFeedConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fi
 class ReplayFeed(Actor[ReplayFeedConfig]):
     Config = ReplayFeedConfig
     outputs: ClassVar[tuple[str, ...]] = ("ticks",)
+    market_data_ports: ClassVar[frozenset[str]] = frozenset({"ticks"})
 
     def on_start(self) -> None:
         self.ticks = 0

@@ -39,6 +39,7 @@ class ValidatorActorConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknow
 class Validator(Actor[ValidatorActorConfig]):
     Config = ValidatorActorConfig
     outputs: ClassVar[tuple[str, ...]] = ("ticks",)
+    market_data_ports: ClassVar[frozenset[str]] = frozenset({"ticks"})
 
     def on_start(self) -> None:
         if getattr(self, "core", None) is None:

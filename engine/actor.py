@@ -7,6 +7,11 @@ An actor subclass implements three hooks. The runtime calls them in this order::
     on_stop()               last words: release resources (not called after a crash
                             past the restart budget if it raises)
 
+An actor that must wait on the outside world (a socket, a database) does that in a task
+it owns: :meth:`Actor.own_task` starts it (from ``on_start``, on the running loop), and
+``on_stop`` asks it to finish; the runtime then awaits it (:meth:`Actor.join_tasks`), so
+no task outlives its actor.
+
 ``on_message`` is synchronous: it decides and calls :meth:`Actor.emit` to send on a
 named output port. Sends that find the receiver's inbox full (for a blocking or
 conflating edge) are held and delivered before the next message is taken, so the actor
@@ -23,7 +28,9 @@ Lifecycle::
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -32,7 +39,7 @@ import numpy as np
 import structlog
 
 from engine.clock import Clock, TimerHandle, stopwatch_ns
-from engine.mailbox import EMPTY, STOP, Edge, Mailbox, Overflow, Quiescence
+from engine.mailbox import EMPTY, STOP, Edge, Mailbox, Quiescence
 from engine.messages import TimerFired
 
 if TYPE_CHECKING:
@@ -45,11 +52,9 @@ __all__ = [
     "ActorConfig",
     "ActorState",
     "ActorStats",
+    "HandleTimes",
     "RunContext",
 ]
-
-
-_BLOCK = Overflow.BLOCK  # a global: on Python 3.11 ``Overflow.BLOCK`` costs ten times more
 
 
 class ActorState(enum.StrEnum):
@@ -105,10 +110,48 @@ class RunContext:
         self.base_dir = base_dir
 
 
-class ActorStats:
-    """Counters of one actor, for metrics and the run summary."""
+class HandleTimes:
+    """The distribution of one actor's per-message handling time, in power-of-two buckets.
 
-    __slots__ = ("errors", "handle_ns", "max_handle_ns", "processed", "restarts")
+    ``counts[i]`` is how many messages took ``t`` ns with ``t.bit_length() == i``, that is
+    ``2**(i-1) <= t < 2**i`` (``counts[0]``: 0 ns, a clock too coarse to see it); the last
+    bucket also holds anything slower. A fixed list of ints: one increment per message,
+    no allocation, and no quantile estimate in-process (Prometheus does that).
+    ``sum_ns`` is the total of the times recorded.
+    """
+
+    BUCKETS: ClassVar[int] = 40
+    """``2**39`` ns is about 9 minutes: no handler should get near it."""
+
+    __slots__ = ("counts", "sum_ns")
+
+    def __init__(self) -> None:
+        self.counts = [0] * self.BUCKETS
+        self.sum_ns = 0
+
+    def record(self, took_ns: int) -> None:
+        i = took_ns.bit_length()
+        self.counts[i if i < self.BUCKETS else self.BUCKETS - 1] += 1
+        self.sum_ns += took_ns
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def upper_bounds_ns(self) -> list[int]:
+        """The inclusive upper bound of each bucket but the last (which is unbounded)."""
+        return [(1 << i) - 1 for i in range(self.BUCKETS - 1)]
+
+
+class ActorStats:
+    """Counters of one actor, for metrics and the run summary.
+
+    ``handle_times`` is None unless :meth:`track_handle_times` was called: the handling
+    time of every message is then also recorded in a histogram (what the daemon exports
+    to Prometheus). Off by default, so a replay's dispatch loop does no work for it.
+    """
+
+    __slots__ = ("errors", "handle_ns", "handle_times", "max_handle_ns", "processed", "restarts")
 
     def __init__(self) -> None:
         self.processed = 0
@@ -116,6 +159,15 @@ class ActorStats:
         self.restarts = 0
         self.handle_ns = 0
         self.max_handle_ns = 0
+        self.handle_times: HandleTimes | None = None
+
+    def track_handle_times(self, enabled: bool = True) -> None:
+        """Start (or stop) recording each message's handling time in ``handle_times``.
+        Starting again keeps the counts already recorded."""
+        if not enabled:
+            self.handle_times = None
+        elif self.handle_times is None:
+            self.handle_times = HandleTimes()
 
     def as_dict(self, inbox: Mailbox) -> dict[str, int]:
         return {
@@ -141,8 +193,19 @@ class Actor(Generic[C]):
 
     Config: ClassVar[type[ActorConfig]] = ActorConfig
     outputs: ClassVar[tuple[str, ...]] = ()
+    is_strategy: ClassVar[bool] = False
+    """A strategy: the console lists it and can stop, start and retune it."""
+    market_data_ports: ClassVar[frozenset[str]] = frozenset()
+    """Output ports that carry market data: it may not take the reserved slots of the
+    inboxes it enters (``Mailbox.reserve``), which stay free for order traffic."""
     """Names of the output ports the wiring may connect."""
     critical_by_default: ClassVar[bool] = False
+    observer: ClassVar[bool] = False
+    """An observer only follows the others (a mirror of the state for other processes): it
+    starts before every actor that is not one and stops after them, so it also receives
+    what they send as they stop."""
+    join_timeout_s: float = 10.0
+    """How long :meth:`join_tasks` waits for owned tasks before cancelling them."""
 
     def __init__(self, name: str, config: C, ctx: RunContext) -> None:
         self.name = name
@@ -157,6 +220,7 @@ class Actor(Generic[C]):
         self._staged: list[tuple[Edge, Any]] = []
         self._timers: dict[str, TimerHandle] = {}
         self._ready = False  # queued to run (inline execution)
+        self._owned: list[asyncio.Task[None]] = []
 
     @property
     def critical(self) -> bool:
@@ -210,7 +274,7 @@ class Actor(Generic[C]):
                 continue
             if staged:
                 staged.append((edge, msg))
-            elif edge.policy is _BLOCK:
+            elif edge.fast:
                 if not edge.target.offer_block(msg):
                     staged.append((edge, msg))
             elif not edge.offer(msg):
@@ -270,6 +334,36 @@ class Actor(Generic[C]):
             TimerFired(name=name, payload=payload, ts_event=ts, ts_init=self.clock.now())
         )
 
+    # --- owned tasks -------------------------------------------------------------------
+
+    def own_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` as a task this actor owns, on the running loop (call from
+        ``on_start``). ``on_stop`` must ask it to finish; the runtime awaits it after
+        ``on_stop`` (:meth:`join_tasks`). A task that raised is logged there."""
+        self._owned = [t for t in self._owned if not t.done()]
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
+        self._owned.append(task)
+        return task
+
+    async def join_tasks(self) -> None:
+        """Await the tasks this actor owns (``on_stop`` has asked them to finish); cancel
+        those still running after ``join_timeout_s`` and await them too. Called by the
+        runtime after the final ``on_stop``; returns at once for an actor that owns none."""
+        if not self._owned:
+            return
+        tasks, self._owned = self._owned, []
+        _, pending = await asyncio.wait(tasks, timeout=self.join_timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.log.error("owned tasks did not finish in time; cancelled", tasks=len(pending))
+            await asyncio.wait(pending)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error(
+                    "owned task failed", task=task.get_name(), error=repr(task.exception())
+                )
+
     # --- the loop ------------------------------------------------------------------------
 
     async def run_loop(self) -> None:
@@ -298,6 +392,8 @@ class Actor(Generic[C]):
             stats.processed += 1
             stats.handle_ns += took
             stats.max_handle_ns = max(stats.max_handle_ns, took)
+            if stats.handle_times is not None:
+                stats.handle_times.record(took)
             if staged:
                 try:
                     await self._flush()
@@ -311,6 +407,8 @@ class Actor(Generic[C]):
         took = stopwatch_ns() - started
         self.stats.processed += 1
         self.stats.handle_ns += took
+        if self.stats.handle_times is not None:
+            self.stats.handle_times.record(took)
         try:
             if self._staged:
                 await self._flush()
@@ -318,7 +416,38 @@ class Actor(Generic[C]):
             quiescence.done()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state.value, **self.stats.as_dict(self.inbox)}
+        """Plain JSON values: name, state, the counters of :meth:`ActorStats.as_dict`, and,
+        while handling times are tracked, ``handle_times``: ``{"counts": [...], "sum_ns"}``
+        (see :class:`HandleTimes`)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state.value,
+            **self.stats.as_dict(self.inbox),
+        }
+        times = self.stats.handle_times
+        if times is not None:
+            out["handle_times"] = {"counts": list(times.counts), "sum_ns": times.sum_ns}
+        return out
+
+    def timed_handler(self) -> Callable[[Any], None]:
+        """``on_message``, wrapped to record each call's handling time in
+        ``stats.handle_times`` while that is on (the inline executor times a run of
+        messages, not each one). A message that raises is recorded too, as it is counted
+        in ``processed``."""
+        handle = self.on_message
+        times = self.stats.handle_times
+        if times is None:
+            return handle
+        record = times.record
+
+        def timed(msg: Any) -> None:
+            started = stopwatch_ns()
+            try:
+                handle(msg)
+            finally:
+                record(stopwatch_ns() - started)
+
+        return timed
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.state.value}>"

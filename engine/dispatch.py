@@ -112,7 +112,9 @@ class InlineDispatcher:
             if not self._deliver(actor):
                 return False
             quiescence.done()  # the message whose sends were held is now finished
-        handle = actor.on_message
+        # on_message itself, unless handling times are tracked: then a wrapper that times
+        # each call, so the loop below does no extra work when they are not
+        handle = actor.on_message if stats.handle_times is None else actor.timed_handler()
         items = inbox.items
         # handling time is measured per run of messages, not per message: two clock
         # reads a message would cost more than a short handler itself
@@ -142,7 +144,7 @@ class InlineDispatcher:
                             return True
                         return False
                     self.supervisor.restart(actor)
-                    handle = actor.on_message
+                    handle = actor.timed_handler()
                     # as with tasks, what it sent before raising is delivered first
                     if staged and not self._deliver(actor):
                         return False
@@ -185,7 +187,15 @@ class InlineDispatcher:
         self.drain(clock)
         for actor in reversed(self.actors):
             if actor.name not in source_names:
+                # what the actors stopped so far sent as they stopped is handled first, as
+                # a task would take it before its STOP
+                self.run_until_quiet()
                 self._stop_one(actor)
+
+    async def join_tasks(self) -> None:
+        """Await the tasks the actors own (see ``Actor.own_task``), after :meth:`stop`."""
+        for actor in reversed(self.actors):
+            await actor.join_tasks()
 
     def _stop_one(self, actor: Actor[Any]) -> None:
         if actor.state is not ActorState.RUNNING:

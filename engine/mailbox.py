@@ -114,6 +114,7 @@ class Mailbox:
         "owner",
         "quiescence",
         "received",
+        "reserve",
         "size",
         "wakeup",
     )
@@ -123,6 +124,9 @@ class Mailbox:
             raise ValueError(f"inbox of {owner!r} must hold at least 1 message, got {capacity}")
         self.owner = owner
         self.capacity = capacity
+        self.reserve = capacity // 8
+        """Slots market data may not take: order traffic always finds room, so a cycle of
+        blocking edges (strategy -> gate -> strategy) cannot deadlock on a flood of ticks."""
         self.quiescence = quiescence
         self.items: deque[Any] = deque()
         self.size = 0
@@ -179,9 +183,13 @@ class Mailbox:
             return True
         return self.offer(msg, Overflow.BLOCK)
 
-    def offer(self, msg: Any, policy: Overflow, key: Hashable = None) -> bool:
-        """Try to enqueue without waiting. False means the sender must wait (``put``)."""
-        if self.size < self.capacity and not self.closed:
+    def offer(
+        self, msg: Any, policy: Overflow, key: Hashable = None, market_data: bool = False
+    ) -> bool:
+        """Try to enqueue without waiting. False means the sender must wait (``put``).
+        Market data fills the inbox only up to ``capacity - reserve``."""
+        limit = self.capacity - self.reserve if market_data else self.capacity
+        if self.size < limit and not self.closed:
             if policy is Overflow.BLOCK:
                 self._accepted(msg)
             elif policy is Overflow.CONFLATE:
@@ -218,9 +226,11 @@ class Mailbox:
             return True
         return False
 
-    async def put(self, msg: Any, policy: Overflow, key: Hashable = None) -> None:
+    async def put(
+        self, msg: Any, policy: Overflow, key: Hashable = None, market_data: bool = False
+    ) -> None:
         """Enqueue, waiting for room where the policy says so."""
-        while not self.offer(msg, policy, key):
+        while not self.offer(msg, policy, key, market_data):
             self.blocked += 1
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._putters.append(fut)
@@ -316,7 +326,7 @@ def _instrument_key(msg: Any) -> Hashable:
 class Edge:
     """One wired connection: messages from a port of one actor into another's inbox."""
 
-    __slots__ = ("key", "policy", "source", "target", "types")
+    __slots__ = ("fast", "key", "market_data", "policy", "source", "target", "types")
 
     def __init__(
         self,
@@ -325,6 +335,7 @@ class Edge:
         policy: Overflow,
         key: Callable[[Any], Hashable] = _instrument_key,
         types: frozenset[type] | None = None,
+        market_data: bool = False,
     ) -> None:
         self.source = source
         self.target = target
@@ -332,18 +343,22 @@ class Edge:
         self.key = key
         self.types = types
         """Only messages of these types travel this edge (None: all)."""
+        self.market_data = market_data
+        """It carries market data, which may not take an inbox's reserved slots."""
+        self.fast = policy is Overflow.BLOCK and not market_data
+        """``Mailbox.offer_block`` is the whole of an offer on this edge."""
 
     def offer(self, msg: Any) -> bool:
         policy = self.policy
         if policy is Overflow.CONFLATE:
-            return self.target.offer(msg, policy, self.key(msg))
-        return self.target.offer(msg, policy)
+            return self.target.offer(msg, policy, self.key(msg), self.market_data)
+        return self.target.offer(msg, policy, None, self.market_data)
 
     async def put(self, msg: Any) -> None:
         if self.policy is Overflow.CONFLATE:
-            await self.target.put(msg, Overflow.CONFLATE, self.key(msg))
+            await self.target.put(msg, Overflow.CONFLATE, self.key(msg), self.market_data)
         else:
-            await self.target.put(msg, self.policy)
+            await self.target.put(msg, self.policy, None, self.market_data)
 
     def __repr__(self) -> str:
         return f"Edge({self.source} -> {self.target.owner}, {self.policy.value})"

@@ -46,6 +46,8 @@ __all__ = [
     "OrderRejected",
     "OrderRequest",
     "OrderType",
+    "PortfolioSnapshot",
+    "PositionRow",
     "QuoteBatch",
     "QuoteTick",
     "RiskDecision",
@@ -53,6 +55,7 @@ __all__ = [
     "SetTradingState",
     "Side",
     "Signal",
+    "StrategyPnl",
     "TargetPosition",
     "TimeInForce",
     "TimerFired",
@@ -328,6 +331,51 @@ OrderEvent = (
     | OrderCancelRejected
     | OrderExpired
 )
+
+
+# --- portfolio ---------------------------------------------------------------------------
+
+
+class PositionRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One instrument's line of a :class:`PortfolioSnapshot`. ``quantity`` is signed (+ long,
+    - short) in instrument units; prices in the quote currency; P&L in the account
+    currency. ``mark`` is the mid it is valued at, None before its first price."""
+
+    instrument_id: str
+    quantity: float
+    avg_price: float
+    mark: float | None
+    unrealized_pnl: float
+    realized_pnl: float
+
+
+class StrategyPnl(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What one strategy's fills realised, and the commissions they paid (account currency).
+    Unrealised P&L is the book's, not a strategy's: positions are netted per instrument."""
+
+    strategy_id: str
+    realized_pnl: float
+    commissions: float
+
+
+class PortfolioSnapshot(Message, frozen=True, kw_only=True, tag=True):
+    """The account as the portfolio books it, for processes that follow the daemon (the
+    Redis mirror, the dashboard), so none of them re-derives the accounting. Money is in
+    ``currency``; ``equity`` is ``balance`` plus the unrealised P&L of every position."""
+
+    currency: str
+    balance: float
+    equity: float
+    realized_pnl: float
+    unrealized_pnl: float
+    commissions: float
+    max_drawdown: float
+    fills: int
+    """Executions booked so far, partial ones included."""
+    positions: list[PositionRow]
+    """Every instrument of the run, flat ones included, in the instrument table's order."""
+    strategies: list[StrategyPnl] = []
+    """Per strategy, in the order each first traded."""
 
 
 # --- risk --------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
 - Past the budget the actor stays stopped (FAULTED), its inbox is closed so that nobody
   waits on it, and an ERROR alert is raised.
 - A critical actor (risk gate, router, journal) that crashes halts trading at once: the
-  supervisor sends ``SetTradingState(HALTED)`` to the actor that owns the trading state.
+  supervisor sends ``SetTradingState(HALTED)`` to the actor that owns the trading state
+  and raises a CRITICAL alert (``critical_actor_crash``), on which the risk monitor
+  flattens the book (``flatten_on_system_failure``).
   Past its budget it raises :class:`~engine.errors.CriticalActorFailed`, which ends the
   run; the daemon then exits non-zero so that systemd restarts it.
 - ``CancelledError`` is never swallowed.
@@ -86,13 +88,17 @@ class Supervisor:
             except Exception as exc:
                 delay = self.crashed(actor, exc)
                 if delay is None:
+                    await actor.join_tasks()
                     return
                 await pause(self.clock, delay)
                 self.restart(actor)
                 continue
             actor.state = ActorState.STOPPED
             actor.cancel_all_timers()
-            actor.on_stop()
+            try:
+                actor.on_stop()
+            finally:
+                await actor.join_tasks()  # what on_stop asked to finish
             return
 
     def crashed(self, actor: Actor[Any], exc: Exception) -> float | None:
@@ -113,7 +119,14 @@ class Supervisor:
             exc_info=exc,
         )
         if actor.critical:
-            self._halt_trading(f"critical actor {actor.name} crashed: {exc!r}")
+            reason = f"critical actor {actor.name} crashed: {exc!r}"
+            self._halt_trading(reason)
+            self.alert(
+                AlertLevel.CRITICAL,
+                rule="critical_actor_crash",
+                message=f"{reason}; trading HALTED",
+                action="halt",
+            )
         if len(crashes) >= config.restart_budget:
             self._give_up(actor, exc)
             if actor.critical:

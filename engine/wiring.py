@@ -5,7 +5,8 @@ An actor section names its ``kind``: one of the built-in kinds below, or a
 the configuration is loaded, so ``engine`` does not depend on any actor module.
 
 Start order is sinks first: actors are ordered by their distance from the sources
-(actors nothing sends to), farthest first. Stop order is the reverse.
+(actors nothing sends to), farthest first, after the observers (``Actor.observer``: a
+mirror that only follows the others), which start first. Stop order is the reverse.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ BUILTIN_KINDS: dict[str, str] = {
     "router": "actors.router:Router",
     "portfolio": "actors.portfolio:PortfolioActor",
     "event_log": "actors.event_log:EventLog",
+    "journal": "actors.journal:Journal",
     "sim_exchange": "adapters.sim_exchange:SimExchange",
+    "redis_mirror": "adapters.redis_mirror:RedisMirror",
+    "alert_webhook": "adapters.webhook:AlertWebhook",
 }
 
 
@@ -135,7 +139,8 @@ class System:
         receiver = self.actors.get(target)
         if receiver is None:
             raise WiringError(f"no actor named {target!r}", path=f"{where}.to", file=self.file)
-        edge = Edge(source, receiver.inbox, overflow, types=types)
+        market_data = port in getattr(sender, "market_data_ports", ())
+        edge = Edge(source, receiver.inbox, overflow, types=types, market_data=market_data)
         sender.ports[port].append(edge)
         self.edges.append(edge)
         self.inbound[target].append(actor_name)
@@ -153,7 +158,15 @@ class System:
                     depth[m] = depth[n] + 1
                     queue.append(m)
         unreached = max(depth.values(), default=0) + 1
-        ordered = sorted(names, key=lambda n: (-depth.get(n, unreached), names.index(n)))
+        # observers (Actor.observer) first, so that they stop last
+        ordered = sorted(
+            names,
+            key=lambda n: (
+                not self.actors[n].observer,
+                -depth.get(n, unreached),
+                names.index(n),
+            ),
+        )
         return [self.actors[n] for n in ordered]
 
     @property
@@ -165,12 +178,31 @@ class System:
             cls = resolve_kind(cls)
         return [a for a in self.actors.values() if isinstance(a, cls)]
 
+    def first_of_kind(self, cls: type[Actor[Any]] | str) -> Actor[Any] | None:
+        """The first actor of that kind, or None when the configuration has none."""
+        found = self.of_kind(cls)
+        return found[0] if found else None
+
     def downstream(self, name: str) -> list[Actor[Any]]:
         return [self.actors[m] for m in self.outbound[name]]
 
     def trading_state_owner(self) -> Actor[Any] | None:
         owners = [a for a in self.actors.values() if getattr(a, "owns_trading_state", False)]
         return owners[0] if owners else None
+
+    def build_config(self, name: str, section: dict[str, Any]) -> ActorConfig:
+        """Actor ``name``'s configuration from a new ``section`` (a reload), checked as at
+        start; errors name the key."""
+        actor = self.actors[name]
+        prefix = f".actors.{name}"
+        config: ActorConfig = convert_section(
+            section, type(actor.config), prefix=prefix, file=self.file
+        )
+        return config
+
+    def alert_sinks(self) -> list[Actor[Any]]:
+        """The actors the supervisor sends its alerts to (``receives_system_alerts``)."""
+        return [a for a in self.start_order if getattr(a, "receives_system_alerts", False)]
 
     def resolve_path(self, path: str) -> Path:
         p = Path(path)

@@ -59,6 +59,7 @@ class EmaCrossConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fiel
 class EmaCrossStrategy(Actor[EmaCrossConfig]):
     Config = EmaCrossConfig
     outputs: ClassVar[tuple[str, ...]] = ("orders",)
+    is_strategy = True
 
     def check_config(self) -> None:
         if self.config.instrument not in self.ctx.instruments:
@@ -76,7 +77,8 @@ class EmaCrossStrategy(Actor[EmaCrossConfig]):
         self.instrument = inst
         self.increment = inst.price_increment
         self.signal = EmaCross(cfg.fast, cfg.slow, cfg.warmup)
-        self.order_seq = 0
+        # client order ids already used stay used: the sequence survives a restart
+        self.order_seq = getattr(self, "order_seq", 0)
         # load the compiled kernel now, not on the first tick
         for warm in _WARM_BATCHES:
             self.scan_batch(warm, ())

@@ -106,6 +106,7 @@ class _WorkingOrder:
 class TrendStrategy(Actor[TrendConfig]):
     Config = TrendConfig
     outputs: ClassVar[tuple[str, ...]] = ("orders",)
+    is_strategy = True
 
     def check_config(self) -> None:
         for i, inst_id in enumerate(self.config.instruments):

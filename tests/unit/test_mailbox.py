@@ -660,3 +660,22 @@ async def test_actor_drop_oldest_edge_never_holds_the_producer(pairs: list[Pair]
     assert [m.value for m in pair.consumer.seen] == [17.0, 18.0, 19.0]
     assert pair.consumer.snapshot()["processed"] == 3
     await pair.stop()
+
+
+def test_market_data_leaves_the_reserved_slots_to_order_traffic() -> None:
+    """A flood of ticks cannot fill an inbox: order traffic always finds room, so a cycle
+    of blocking edges (strategy -> gate -> strategy) cannot deadlock."""
+    q = Quiescence()
+    inbox = Mailbox("strategy", 16, q)
+    assert inbox.reserve == 2
+    ticks = Edge("validator.ticks", inbox, Overflow.BLOCK, market_data=True)
+    events = Edge("gate.events", inbox, Overflow.BLOCK)
+    assert not ticks.fast and events.fast
+    accepted = 0
+    while ticks.offer(("tick", accepted)):
+        accepted += 1
+    assert accepted == 14 and inbox.size == 14
+    assert events.offer("denied") and events.offer("filled")
+    assert not events.offer("one too many")  # the reserve is bounded too
+    conflating = Edge("validator.ticks", inbox, Overflow.CONFLATE, market_data=True)
+    assert not conflating.offer(("tick", -1))

@@ -280,7 +280,10 @@ async def test_a_critical_crash_halts_trading_and_past_its_budget_ends_the_run(
     assert "router" in changed[0].reason
     assert router.state is ActorState.RUNNING, "first crash of a critical actor: restarted"
     assert router.stats.restarts == 1
-    assert [a.level for a in sup.alerts] == [AlertLevel.WARNING]
+    assert [(a.level, a.rule) for a in sup.alerts] == [
+        (AlertLevel.CRITICAL, "critical_actor_crash"),
+        (AlertLevel.WARNING, "actor_restart"),
+    ]
 
     feed(router, [signal(2)])
     assert w.task is not None
@@ -339,7 +342,7 @@ async def test_a_restarted_risk_gate_comes_back_halted(worlds: Callable[[Clock],
     await asyncio.wait_for(w.ctx.quiescence.wait(), 2.0)
     assert gate.risk.state is TradingState.HALTED
     assert gate.state is ActorState.RUNNING
-    assert [a.level for a in sup.alerts] == [AlertLevel.WARNING]
+    assert [a.level for a in sup.alerts] == [AlertLevel.CRITICAL, AlertLevel.WARNING]
 
 
 # --- back-off ----------------------------------------------------------------------------
