@@ -11,6 +11,7 @@ The limits are given inline (``limits = { max_order_notional = ... }``) or in a 
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import msgspec
@@ -18,8 +19,10 @@ import msgspec
 from engine.actor import Actor, ActorConfig
 from engine.limits import LimitsConfig, check_limits_source, resolve_limits
 from engine.messages import (
+    AlertLevel,
     Bar,
     BarBatch,
+    ControlCommand,
     CorporateActionEvent,
     LimitsChanged,
     OrderCancelled,
@@ -31,11 +34,13 @@ from engine.messages import (
     OrderRequest,
     QuoteBatch,
     QuoteTick,
+    RiskDecision,
     SetLimits,
     SetTradingState,
     TradingState,
     TradingStateChanged,
 )
+from engine.pretrade import Decision
 from engine.risk import PreTradeRisk
 
 __all__ = ["RiskGate", "RiskGateConfig"]
@@ -86,29 +91,69 @@ class RiskGate(Actor[RiskGateConfig]):
             self.risk.set_state(TradingState.HALTED, "risk gate restarted after a crash")
         self.approved = 0
         self.denied = 0
+        # strategies a person stopped (name -> why); kept across a restart of the gate
+        self.stopped: dict[str, str] = getattr(self, "stopped", {})
+
+    def _deny(self, order: OrderRequest, decision: Decision) -> None:
+        """``OrderDenied`` to the strategy, after a ``RiskDecision`` that keeps the request's
+        figures for the journal (an approved request is journaled as itself)."""
+        self.denied += 1
+        now = self.clock.now()
+        price = order.limit_price if order.limit_price is not None else order.stop_price
+        self.emit(
+            "events",
+            RiskDecision(
+                source=self.name,
+                rule=decision.rule,
+                level=AlertLevel.INFO,
+                action="deny",
+                reason=(
+                    f"{order.client_order_id} ({order.strategy_id}) {order.side.value} "
+                    f"{order.quantity:g} {order.instrument_id} {order.order_type.value}: "
+                    f"{decision.reason}"
+                ),
+                inputs={
+                    "quantity": order.quantity,
+                    "side": float(order.side.sign),
+                    "price": math.nan if price is None else price,
+                },
+                ts_event=now,
+                ts_init=now,
+            ),
+        )
+        self.emit(
+            "events",
+            OrderDenied(
+                client_order_id=order.client_order_id,
+                strategy_id=order.strategy_id,
+                instrument_id=order.instrument_id,
+                reason=decision.reason,
+                ts_event=now,
+                ts_init=now,
+            ),
+        )
 
     def on_message(self, msg: Any) -> None:
         risk = self.risk
         match msg:
             case OrderRequest():
-                reason = risk.check(msg, self.clock.now())
-                if reason is None:
+                stopped = self.stopped.get(msg.strategy_id) if self.stopped else None
+                if stopped is not None:
+                    decision = Decision(
+                        approved=False,
+                        rule="strategy_stopped",
+                        reason=(
+                            f"strategy {msg.strategy_id} is stopped ({stopped}); `tradingd ctl "
+                            f"strategy start {msg.strategy_id}` lets it trade again"
+                        ),
+                    )
+                else:
+                    decision = risk.decide(msg, self.clock.now())
+                if decision.approved:
                     self.approved += 1
                     self.emit("approved", msg)
                 else:
-                    self.denied += 1
-                    now = self.clock.now()
-                    self.emit(
-                        "events",
-                        OrderDenied(
-                            client_order_id=msg.client_order_id,
-                            strategy_id=msg.strategy_id,
-                            instrument_id=msg.instrument_id,
-                            reason=reason,
-                            ts_event=now,
-                            ts_init=now,
-                        ),
-                    )
+                    self._deny(msg, decision)
             case QuoteBatch(data=data):
                 risk.on_quote_batch(data["instrument"], data["bid"], data["ask"])
             case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask):
@@ -126,6 +171,14 @@ class RiskGate(Actor[RiskGateConfig]):
                 risk.on_fill(msg)
             case OrderRejected() | OrderCancelled() | OrderExpired():
                 risk.on_order_done(msg.client_order_id)
+            case ControlCommand(command="strategy.stop", args=args, origin=origin):
+                name = str(args.get("name", ""))
+                self.stopped[name] = f"stopped by {origin or 'control'}"
+                self.log.warning("strategy stopped", strategy=name, origin=origin)
+            case ControlCommand(command="strategy.start", args=args, origin=origin):
+                name = str(args.get("name", ""))
+                if self.stopped.pop(name, None) is not None:
+                    self.log.warning("strategy started", strategy=name, origin=origin)
             case SetLimits(limits=limits, reason=reason, origin=origin):
                 now = self.clock.now()
                 try:

@@ -28,14 +28,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
 import numpy as np
 
 from engine.actor import Actor, ActorConfig
 from engine.limits import LimitsConfig, check_limits_source, resolve_limits
 from engine.messages import (
+    Alert,
+    AlertLevel,
     Bar,
     BarBatch,
     CorporateActionEvent,
+    LimitsChanged,
     OrderCancelled,
     OrderDenied,
     OrderExpired,
@@ -75,6 +79,8 @@ class RiskMonitorConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_f
 class RiskMonitor(Actor[RiskMonitorConfig]):
     Config = RiskMonitorConfig
     outputs: ClassVar[tuple[str, ...]] = ("orders", "cancels", "control", "events")
+    receives_system_alerts = True
+    """The supervisor sends it its alerts: a CRITICAL one is a system failure (flatten)."""
 
     def check_config(self) -> None:
         self._limits = self._load_limits()
@@ -165,6 +171,19 @@ class RiskMonitor(Actor[RiskMonitorConfig]):
                 )
             case OrderRejected() | OrderCancelled() | OrderExpired() | OrderDenied():
                 core.on_done(msg.client_order_id)
+            case LimitsChanged(limits=limits, origin=origin) if origin != self.name:
+                try:
+                    new = msgspec.convert(limits, LimitsConfig)
+                except (msgspec.ValidationError, ValueError) as exc:
+                    self.log.error("limits announced by the gate not understood", error=str(exc))
+                    return
+                for port, out in core.on_limits_changed(self.clock.now(), new, origin):
+                    self.emit(port, out)
+            case Alert(level=level, source=source) if (
+                level >= AlertLevel.CRITICAL and source != self.name
+            ):
+                for port, out in core.on_system_failure(self.clock.now(), msg):
+                    self.emit(port, out)
             case TradingStateChanged(state=state, origin=origin) if origin != self.name:
                 if state is TradingState.ACTIVE:  # a person resumed: the breakers re-arm
                     core.halted = False

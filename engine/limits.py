@@ -184,14 +184,17 @@ class LiquidityLimits(_Section, frozen=True, kw_only=True, forbid_unknown_fields
 class MonitorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """For the risk monitor: how often it measures (seconds of clock time), the fraction of
     a limit at which it warns, the drawdowns (fractions of the high-water NAV) at which it
-    halts trading and at which it flattens the book, and by how much a regime shift
-    tightens the limits (``LimitsConfig.tightened(1 - tighten_margin)``)."""
+    halts trading and at which it flattens the book, by how much a regime shift
+    tightens the limits (``LimitsConfig.tightened(1 - tighten_margin)``), and whether a
+    system failure (a CRITICAL alert from elsewhere: a critical actor crashed, the broker
+    connection lost) flattens the book."""
 
     interval_s: float = 1.0
     warn_utilisation: float = 0.8
     drawdown_halt: float | None = None
     drawdown_flatten: float | None = None
     tighten_margin: float = 0.2
+    flatten_on_system_failure: bool = True
 
     def __post_init__(self) -> None:
         _positive("interval_s", self.interval_s)

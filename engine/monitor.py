@@ -20,6 +20,8 @@ ERROR         VaR over its limit                  deleverage: reduce every posit
 ERROR         drawdown over ``drawdown_halt``     HALTED
 CRITICAL      drawdown over ``drawdown_flatten``  flatten: cancel every working order, then
                                                   close every position; HALTED once flat
+CRITICAL      system failure (a CRITICAL alert   the same flatten, when
+              from supervision or an adapter)     ``flatten_on_system_failure`` (the default)
 ============  ==================================  =============================================
 
 A measure that cannot be taken (no mark for a position, no risk model yet) is reported
@@ -161,6 +163,7 @@ class MonitorCore:
         self.tightened = False
         self.deleveraging: set[str] = set()  # our orders still working
         self.flatten_orders: set[str] = set()
+        self.flatten_rule = "drawdown_flatten"
         self._seq = 0
         self.evaluations = 0
         self.last: dict[str, float] = {}
@@ -450,19 +453,64 @@ class MonitorCore:
             cid = self._order(now, out, i, Side.SELL if pos > 0 else Side.BUY, qty)
             self.deleveraging.add(cid)
 
-    def _flatten(self, now: int, out: Outbox, figures: dict[str, float]) -> None:
-        settings = self.limits.monitor
-        assert settings.drawdown_flatten is not None
+    def on_limits_changed(self, now: int, limits: LimitsConfig, origin: str) -> Outbox:
+        """The gate's limits were changed by someone else (a person, a reload): they are
+        the new base. While a regime shift holds, the gate gets them tightened."""
+        out: Outbox = []
+        self.base_limits = limits
+        if not self.tightened:
+            self.limits = limits
+            return out
+        margin = self.limits.monitor.tighten_margin
+        self.limits = limits.tightened(1 - margin)
+        reason = f"new limits from {origin}, tightened by {_pct(margin)} for the regime shift"
+        out.append(
+            (
+                "control",
+                SetLimits(
+                    limits=self.limits, reason=reason, origin=self.name, ts_event=now, ts_init=now
+                ),
+            )
+        )
+        return out
+
+    def on_system_failure(self, now: int, alert: Alert) -> Outbox:
+        """A CRITICAL alert from elsewhere (a critical actor crashed, the broker connection
+        was lost): flatten the book, as a hard drawdown stop does, when
+        ``flatten_on_system_failure``; otherwise the failure is only recorded."""
+        out: Outbox = []
+        figures = {"nav": self.nav, "high_water": self.hwm, "drawdown": self.drawdown}
+        what = f"system failure from {alert.source} ({alert.rule}): {alert.message}"
+        if not self.limits.monitor.flatten_on_system_failure:
+            self._decide(now, out, "system_failure", AlertLevel.CRITICAL, "none", what, figures)
+        elif not (self.flattening or self.flattened):
+            self._flatten(now, out, figures, rule="system_failure", cause=what)
+        return out
+
+    def _flatten(
+        self,
+        now: int,
+        out: Outbox,
+        figures: dict[str, float],
+        *,
+        rule: str = "drawdown_flatten",
+        cause: str | None = None,
+    ) -> None:
         self.flattening = True
         self.flattened = True
         self.halted = True
-        reason = (
-            f"drawdown {_pct(self.drawdown)} reached the hard stop "
-            f"{_pct(settings.drawdown_flatten)}: cancel every order, close every position"
-        )
+        self.flatten_rule = rule
+        if cause is None:
+            settings = self.limits.monitor
+            assert settings.drawdown_flatten is not None
+            cause = (
+                f"drawdown {_pct(self.drawdown)} reached the hard stop "
+                f"{_pct(settings.drawdown_flatten)}"
+            )
+        reason = f"{cause}: cancel every order, close every position"
         # REDUCING lets only the closing orders through, even after a halt
         self._state(now, out, TradingState.REDUCING, "flattening the book")
-        self._decide(now, out, "drawdown_flatten", AlertLevel.CRITICAL, "flatten", reason, figures)
+        self._decide(now, out, rule, AlertLevel.CRITICAL, "flatten", reason, figures)
         for cid, (i, _) in sorted(self.working.items()):
             out.append(
                 (
@@ -496,7 +544,7 @@ class MonitorCore:
             self._decide(
                 now,
                 out,
-                "drawdown_flatten",
+                self.flatten_rule,
                 AlertLevel.CRITICAL,
                 "halt",
                 "the book is flat; trading HALTED until a person resumes it",

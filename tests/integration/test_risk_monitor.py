@@ -180,3 +180,35 @@ def test_a_breached_limit_stops_new_risk_and_a_regime_shift_tightens_the_limits(
         and d.ts_event < 1_225_497_600_000_000_000
         for d in tightened
     ), "no tightening between 2008-09-15 and 2008-11-01"
+
+
+def test_a_system_failure_cancels_then_flattens_then_halts(tmp_path: Path, store: Path) -> None:
+    """A critical actor crashing part way through (CRITICAL ``critical_actor_crash`` from the
+    supervisor) is a system failure: the monitor cancels every working order, closes every
+    position through the gate and the router, and leaves trading HALTED."""
+    crash = (
+        '\n[actors.session]\nkind = "tests.system.crashing_actors:CrashOnce"\nafter = 4000\n'
+        '\n[[edges]]\nfrom = "validator.ticks"\nto = "session"\n'
+    )
+    text = CONFIG.read_text().replace('store = "../store"', f'store = "{store}"')
+    text += MONITOR.replace("{limits}", "") + crash
+    path = tmp_path / "failing.toml"
+    path.write_text(text)
+    system, _ = load_backtest(path)
+    result = asyncio.run(run_backtest(system, replay_source(system)))
+    run = Run(result, system)
+    (failure,) = run.alerts("critical_actor_crash")
+    assert failure.level is AlertLevel.CRITICAL and "session" in failure.message
+    (flatten,) = run.decisions("system_failure", "flatten")
+    assert flatten.level is AlertLevel.CRITICAL
+    assert flatten.ts_event == failure.ts_event
+    assert "critical_actor_crash" in flatten.reason
+    assert run.alerts("system_failure")[0].action == "flatten"
+    (flat,) = run.decisions("system_failure", "halt")
+    assert flat.ts_event >= flatten.ts_event
+    # closing orders were sent, all of them are done, and the book is flat
+    monitor = system.actors["monitor"].core
+    assert monitor._seq > 0 and not monitor.flatten_orders
+    assert all(q == 0.0 for q in result.positions.values())
+    assert system.actors["risk"].risk.state is TradingState.HALTED
+    assert run.states()[-1].state is TradingState.HALTED

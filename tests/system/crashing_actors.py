@@ -37,3 +37,22 @@ class CrashOnQuote(Actor[CrashOnQuoteConfig]):
 
     def on_message(self, msg: Any) -> None:
         raise RuntimeError(f"monitor cannot read {type(msg).__name__}")
+
+
+class CrashOnceConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    after: int = 1
+    """Crash on this message (1-based), once; then run on as if nothing happened."""
+
+
+class CrashOnce(Actor[CrashOnceConfig]):
+    """A critical actor (a stand-in for a feed handler or broker session) that fails once,
+    part way through a run: a system failure."""
+
+    Config = CrashOnceConfig
+    outputs: ClassVar[tuple[str, ...]] = ()
+    critical_by_default = True
+
+    def on_message(self, msg: Any) -> None:
+        self.seen = getattr(self, "seen", 0) + 1
+        if self.seen == self.config.after:
+            raise RuntimeError(f"lost the session at message {self.seen}")
