@@ -9,9 +9,11 @@ way have the same one.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Any, ClassVar
 
 from engine.actor import Actor, ActorConfig
+from engine.blotter import Blotter
 from engine.digest import EventDigest
 from engine.messages import Alert, LimitsChanged, Message, RiskDecision, TradingStateChanged
 
@@ -19,22 +21,44 @@ __all__ = ["EventLog", "EventLogConfig"]
 
 
 class EventLogConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``blotter``: also keep working orders, the last ``keep_fills`` fills and P&L by
+    strategy (engine/blotter.py), for a running daemon's console and dashboard."""
+
     keep_risk_records: int = 100_000
+    blotter: bool = False
+    keep_fills: int = 200
 
 
 class EventLog(Actor[EventLogConfig]):
     Config = EventLogConfig
     outputs: ClassVar[tuple[str, ...]] = ()
+    receives_system_alerts = True
+    """The supervisor's alerts (crashes, restarts) go to the risk record too."""
 
     def on_start(self) -> None:
         if getattr(self, "digest", None) is None:
             self.digest = EventDigest()
             self.risk_records: deque[Message] = deque(maxlen=self.config.keep_risk_records)
             self.risk_record_count = 0
+            self.blotter: Blotter | None = None
+            if self.config.blotter:
+                self.blotter = Blotter(self.config.keep_fills)
+                for inst in self.ctx.instruments:
+                    self.blotter.multiplier[inst.id] = inst.multiplier
         self.ignored = 0
+
+    def records_since(self, seen: int) -> tuple[list[Message], int]:
+        """The risk records kept since ``seen`` of them had been counted, oldest first, and
+        the count now (to pass next time). Counted, not indexed: the record is bounded, so
+        the oldest leave it as new ones come."""
+        new = min(self.risk_record_count - seen, len(self.risk_records))
+        start = len(self.risk_records) - new
+        return list(islice(self.risk_records, start, None)), self.risk_record_count
 
     def on_message(self, msg: Any) -> None:
         if self.digest.add(msg):
+            if self.blotter is not None:
+                self.blotter.on_message(msg)
             return
         if isinstance(msg, RiskDecision | Alert | TradingStateChanged | LimitsChanged):
             self.risk_records.append(msg)

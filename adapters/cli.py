@@ -1,7 +1,8 @@
 """The ``tradingd`` command.
 
-Exit codes: 0 done; 2 bad command line; 65 bad data; 70 a critical actor failed past its
-restart budget; 78 bad configuration.
+Exit codes: 0 done; 2 bad command line; 65 bad data (or a journal that cannot be opened or
+written); 70 a critical actor failed past its restart budget; 78 bad configuration.
+``tradingd ctl`` and ``tradingd journal`` have their own (``--help``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 import msgspec
 import orjson
 
-from adapters import cli_data, cli_risk, cli_sweep
+from adapters import cli_data, cli_journal, cli_risk, cli_run, cli_sweep
+from adapters import ctl as cli_ctl
 from adapters.report import metric_rows, progress_for, write_report
 from adapters.store_replay import replay_source
 from engine.backtest import BacktestResult, load_backtest, run_backtest
 from engine.errors import ConfigError, CriticalActorFailed, DataError
+from engine.journal import JournalError
 from engine.logs import configure_logging
 from engine.validation import FLAGS
 
@@ -200,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sweep.register(sub)
     cli_data.register(sub)
     cli_risk.register(sub)
+    cli_run.register(sub)
+    cli_ctl.register(sub)
+    cli_journal.register(sub)
     return parser
 
 
@@ -217,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CriticalActorFailed as exc:
         print(f"tradingd: {exc}", file=sys.stderr)
         return EXIT_SOFTWARE
+    except JournalError as exc:  # a journal actor's journal cannot be opened or written
+        print(f"tradingd: journal error: {exc}", file=sys.stderr)
+        return EXIT_DATA
     return code
 
 

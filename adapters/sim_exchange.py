@@ -16,9 +16,11 @@ volume at most), stops, time in force, splits and costs are
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adapters.broker_ledger import BrokerLedger
 from engine.actor import Actor, ActorConfig
 from engine.matching import MarketImpact, SimulatedVenue, VenueCosts, warm_up
 from engine.messages import (
@@ -27,6 +29,7 @@ from engine.messages import (
     CancelOrder,
     CorporateActionEvent,
     Message,
+    OrderRejected,
     OrderRequest,
     QuoteBatch,
     QuoteTick,
@@ -56,6 +59,12 @@ class SimExchangeConfig(ActorConfig, frozen=True, kw_only=True, forbid_unknown_f
     """Market impact model per instrument id (none: no impact)."""
     bar_participation: float = 0.1
     """The most of a bar's volume our orders may fill in it (instruments traded on bars)."""
+    ledger: str | None = None
+    """Paper trading: the broker's own books, a directory (relative to the configuration
+    file; the daemon puts it in the state directory). Every acceptance, rejection, fill,
+    cancel and expiry is written there (fsync) before it is reported, so the broker
+    outlives a crash of the daemon, as a real one does: the daemon reconciles with it on
+    start. A client order id the ledger has seen is refused (no order is taken twice)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,6 +115,8 @@ class SimExchange(Actor[SimExchangeConfig]):
                 bar_participation=cfg.bar_participation,
             )
             warm_up()
+        if getattr(self, "ledger", None) is None:
+            self._open_ledger()
         self._single_instrument = len(self.ctx.instruments) == 1
         self.order_latency_ns = _ns(cfg.latency_ms) + _ns(cfg.market_data_latency_ms)
         cancel = cfg.latency_ms if cfg.cancel_latency_ms is None else cfg.cancel_latency_ms
@@ -121,9 +132,53 @@ class SimExchange(Actor[SimExchangeConfig]):
         self._arm_expiry()
 
     def _emit_event(self, event: Message) -> None:
-        self.emit("events", event)
+        if self.ledger is None:
+            self.emit("events", event)
+            return
+        # the broker's books first, then the report (committed at the end of the message)
+        self.ledger.append(event, self.clock.now())
+        self.ledger_held.append(event)
+
+    def _open_ledger(self) -> None:
+        """The broker's books: what it was told and did, kept across crashes of the daemon."""
+        self.ledger: BrokerLedger | None = None
+        self.ledger_held: list[Message] = []
+        if self.config.ledger is None:
+            return
+        path = Path(self.config.ledger)
+        if not path.is_absolute():
+            path = (self.ctx.base_dir or Path.cwd()) / path
+        self.ledger = BrokerLedger(path)
+        # venue order ids and trade ids go on from the books: unique across sessions
+        self.venue._order_seq = max(self.venue._order_seq, self.ledger.orders_taken)
+        self.venue._trade_seq = max(self.venue._trade_seq, len(self.ledger.executions))
 
     def on_message(self, msg: Any) -> None:
+        if self.ledger is None:
+            self._handle(msg)
+            return
+        if isinstance(msg, OrderRequest) and self.ledger.seen(msg.client_order_id):
+            # the broker refuses an id it has taken before: an order is never taken twice
+            now = self.clock.now()
+            self._emit_event(
+                OrderRejected(
+                    client_order_id=msg.client_order_id,
+                    strategy_id=msg.strategy_id,
+                    instrument_id=msg.instrument_id,
+                    reason=f"duplicate client order id {msg.client_order_id}",
+                    ts_event=now,
+                    ts_init=now,
+                )
+            )
+        else:
+            self._handle(msg)
+        if self.ledger_held:
+            self.ledger.commit()
+            held, self.ledger_held = self.ledger_held, []
+            for event in held:
+                self.emit("events", event)
+
+    def _handle(self, msg: Any) -> None:
         venue = self.venue
         match msg:
             case QuoteBatch(data=data):

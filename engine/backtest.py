@@ -28,6 +28,7 @@ from engine.wiring import System
 
 __all__ = [
     "BacktestResult",
+    "file_source",
     "load_backtest",
     "open_quote_files",
     "run_backtest",
@@ -140,7 +141,7 @@ def open_quote_files(
     return out
 
 
-def _file_source(system: System, chunk_rows: int) -> ChunkedSource | MergedSource:
+def file_source(system: System, chunk_rows: int) -> ChunkedSource | MergedSource:
     """The configured tick files merged in time order: quotes, and prints if any (at equal
     times a quote goes before a print). With ``replay.start`` / ``end`` only the rows in
     that span are read from each (memory-mapped, time-ordered) file."""
@@ -209,7 +210,7 @@ async def run_backtest(
     feed = feeds[0]
     stream: ChunkedSource | MergedSource
     if source is None:
-        stream = _file_source(system, max(replay.batch_size, 4_096))
+        stream = file_source(system, max(replay.batch_size, 4_096))
     elif isinstance(source, ChunkedSource | MergedSource):
         stream = source
     else:
@@ -240,6 +241,7 @@ async def run_backtest(
         clock,
         system.quiescence,
         trading_state_owner=system.trading_state_owner(),
+        alert_sinks=system.alert_sinks(),
     )
     scheduler.start_clock()
     if replay.executor == "inline":
@@ -249,6 +251,7 @@ async def run_backtest(
         started = stopwatch_ns()  # the replay proper: actors started, kernels loaded
         await scheduler.run()
         dispatcher.stop([feed], clock)
+        await dispatcher.join_tasks()
     else:
         try:
             async with asyncio.TaskGroup() as group:
@@ -280,18 +283,13 @@ def _performance(system: System, portfolio_actor: Actor[Any] | None) -> Performa
     return analyse(history, trading_days_per_year=days)
 
 
-def _find(system: System, kind: str) -> Actor[Any] | None:
-    found = system.of_kind(kind)
-    return found[0] if found else None
-
-
 def _result(
     system: System, scheduler: ReplayScheduler, supervisor: Supervisor, wall: float
 ) -> BacktestResult:
     account = system.config.account
-    portfolio_actor = _find(system, "portfolio")
-    log_actor = _find(system, "event_log")
-    validator = _find(system, "validator")
+    portfolio_actor = system.first_of_kind("portfolio")
+    log_actor = system.first_of_kind("event_log")
+    validator = system.first_of_kind("validator")
     pf = getattr(portfolio_actor, "portfolio", None)
     digest = getattr(log_actor, "digest", None)
     counts: dict[str, int] = digest.counts if digest is not None else {}

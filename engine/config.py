@@ -26,6 +26,8 @@ from engine.mailbox import Overflow
 
 __all__ = [
     "AccountConfig",
+    "ControlConfig",
+    "DaemonConfig",
     "EdgeConfig",
     "LoggingConfig",
     "QuoteFileConfig",
@@ -96,8 +98,16 @@ class ReplayConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     factor files), each in force from the start of its ex-date."""
     start: str | int | None = None
     end: str | int | None = None
+    speed: float = 1.0
+    """Paper mode only: the replay is paced in real time, ``speed`` times as fast as the
+    data was recorded, and restamped to the live clock."""
+    loop: bool = True
+    """Paper mode only: start the data again when it runs out (the daemon runs until it is
+    stopped), later in time by the length of the data."""
 
     def __post_init__(self) -> None:
+        if not (self.speed > 0 and self.speed < float("inf")):
+            raise ValueError(f"speed must be a positive number, got {self.speed!r} - at `$.speed`")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.store is not None and (self.quotes or self.trades):
@@ -147,6 +157,47 @@ class LoggingConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ControlConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The daemon's control API: always on a Unix socket (``socket``, relative to the state
+    directory, mode 0600); on TCP too when ``tcp = "HOST:PORT"`` is set, and then only
+    with a bearer token, read from the systemd credential ``token_credential`` (or the
+    file ``token_file``)."""
+
+    socket: str = "control.sock"
+    tcp: str | None = None
+    token_credential: str = "control-token"
+    token_file: str | None = None
+    """A file holding the token (relative to the configuration file), when not run under
+    systemd with ``LoadCredential=``."""
+
+    def __post_init__(self) -> None:
+        if self.tcp is not None:
+            host, sep, port = self.tcp.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'tcp must be "HOST:PORT", got {self.tcp!r} - at `$.tcp`')
+
+
+class DaemonConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How ``tradingd run`` runs: where its state lives (the journal; relative to the working
+    directory; ``--state-dir`` or systemd's ``STATE_DIRECTORY`` win), how long an orderly
+    stop may take and whether it cancels working orders (``on_stop``), how often the
+    one-line status is refreshed, and when the event loop counts as stalled."""
+
+    state_dir: str = "state"
+    stop_timeout_s: float = 10.0
+    on_stop: Literal["cancel", "leave"] = "cancel"
+    status_interval_s: float = 2.0
+    max_loop_lag_s: float = 1.0
+    feed_stale_after_s: float = 30.0
+    control: ControlConfig = ControlConfig()
+
+    def __post_init__(self) -> None:
+        for key in ("stop_timeout_s", "status_interval_s", "max_loop_lag_s", "feed_stale_after_s"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ValueError(f"{key} must be positive, got {value!r} - at `$.{key}`")
+
+
 class SystemConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: Mode
     account: AccountConfig
@@ -156,6 +207,7 @@ class SystemConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     actors: dict[str, dict[str, Any]]
     edges: list[EdgeConfig] = []
     drain_timeout_s: float = 10.0
+    daemon: DaemonConfig = DaemonConfig()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

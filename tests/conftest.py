@@ -24,6 +24,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,3 +76,13 @@ def pytest_runtest_makereport(
         replay = f"{SEED_ENV}={seed} scripts/test {item.nodeid}"
         report.sections.append(("rand_seed", f"rand_seed={seed}; replay with: {replay}"))
     return report
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Generator[None, None, None]:
+    """Each test starts with structlog's defaults: a command run in-process (``main([...])``)
+    configures logging for the whole process, with a level filter and cached loggers, and
+    a later test that captures logs must not inherit that."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

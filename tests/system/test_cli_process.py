@@ -107,3 +107,27 @@ def test_relative_config_path_is_taken_from_the_callers_directory(
     assert out["orders"] > 0
     assert out["orders_filled"] + out["orders_open"] == out["orders"]  # no order lost
     assert out["fills"] >= out["orders_filled"]  # partial fills against displayed size
+
+
+def test_tradingd_ctl_starts_without_the_backtest_machinery(tmp_path: Path) -> None:
+    """`tradingd ctl` (the console script's entry point) loads only the control client:
+    an operator's command answers at once, and scripts looping on it stay cheap."""
+    code = (
+        "import sys\n"
+        "from adapters.entry import main\n"
+        f"status = main(['ctl', '--socket', {str(tmp_path / 'none.sock')!r}, 'status'])\n"
+        "heavy = ('numba', 'numpy', 'pyarrow', 'engine.backtest')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "sys.exit(status)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr  # unreachable: no daemon there
+    assert proc.stdout.strip() == "[]", proc.stdout
+    assert "none.sock" in proc.stderr
