@@ -228,9 +228,9 @@ class Daemon:
         if self.paced is not None:
             checks["feed"] = self._feed_check(self.paced)
         for actor in self.system.actors.values():
-            if actor.critical or actor.config.kind == "sim_exchange":
+            if actor.critical or actor.broker_session:
                 ok = actor.state is ActorState.RUNNING
-                name = "broker" if actor.config.kind == "sim_exchange" else f"actor:{actor.name}"
+                name = "broker" if actor.broker_session else f"actor:{actor.name}"
                 checks[name] = {"ok": ok, "age_s": None, "detail": actor.state.value}
         if self.state != "ready":
             checks["daemon"] = {"ok": False, "age_s": None, "detail": f"daemon is {self.state}"}

@@ -98,6 +98,7 @@ def _ns(ms: float) -> int:
 class SimExchange(Actor[SimExchangeConfig]):
     Config = SimExchangeConfig
     outputs: ClassVar[tuple[str, ...]] = ("events",)
+    broker_session = True
 
     def on_start(self) -> None:
         cfg = self.config

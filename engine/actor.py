@@ -193,12 +193,15 @@ class Actor(Generic[C]):
 
     Config: ClassVar[type[ActorConfig]] = ActorConfig
     outputs: ClassVar[tuple[str, ...]] = ()
+    """Names of the output ports the wiring may connect."""
     is_strategy: ClassVar[bool] = False
     """A strategy: the console lists it and can stop, start and retune it."""
+    broker_session: ClassVar[bool] = False
+    """Holds the session with a broker (or the simulated venue standing in for one): while
+    it is down the broker is disconnected, and the supervisor says so in an alert."""
     market_data_ports: ClassVar[frozenset[str]] = frozenset()
     """Output ports that carry market data: it may not take the reserved slots of the
     inboxes it enters (``Mailbox.reserve``), which stay free for order traffic."""
-    """Names of the output ports the wiring may connect."""
     critical_by_default: ClassVar[bool] = False
     observer: ClassVar[bool] = False
     """An observer only follows the others (a mirror of the state for other processes): it

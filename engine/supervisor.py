@@ -13,6 +13,9 @@
   flattens the book (``flatten_on_system_failure``).
   Past its budget it raises :class:`~engine.errors.CriticalActorFailed`, which ends the
   run; the daemon then exits non-zero so that systemd restarts it.
+- An actor that holds a broker session (``broker_session``) that crashes means the broker
+  is disconnected: an ERROR alert (``broker_disconnected``) as it goes down, an INFO one
+  (``broker_reconnected``) when its restart brings it back.
 - ``CancelledError`` is never swallowed.
 
 Start order is sinks first (``start_order``); stop is the reverse: sources stop first,
@@ -127,7 +130,20 @@ class Supervisor:
                 message=f"{reason}; trading HALTED",
                 action="halt",
             )
-        if len(crashes) >= config.restart_budget:
+        giving_up = len(crashes) >= config.restart_budget
+        if actor.broker_session:
+            self.alert(
+                AlertLevel.ERROR,
+                rule="broker_disconnected",
+                message=f"broker session {actor.name} lost ({exc!r}); "
+                + (
+                    "its restart budget is spent, so it stays down"
+                    if giving_up
+                    else "orders wait in its inbox until it is back"
+                ),
+                action="none" if giving_up else "reconnect",
+            )
+        if giving_up:
             self._give_up(actor, exc)
             if actor.critical:
                 raise CriticalActorFailed(actor.name, exc) from exc
@@ -158,6 +174,13 @@ class Supervisor:
         actor.on_start()
         actor.stats.restarts += 1
         actor.state = ActorState.RUNNING
+        if actor.broker_session:
+            self.alert(
+                AlertLevel.INFO,
+                rule="broker_reconnected",
+                message=f"broker session {actor.name} is back",
+                action="resume",
+            )
 
     def _give_up(self, actor: Actor[Any], exc: BaseException) -> None:
         actor.state = ActorState.FAULTED

@@ -270,7 +270,7 @@ async def test_over_the_rate_limit_alerts_are_counted_and_summarised(
     assert summary["level"] == "WARNING"
     assert summary["message"].startswith("5 alerts were not sent: 5 over the rate limit")
     times = [r["at"] for r in receiver.requests]
-    assert times[2] - times[0] < 0.3, "the burst goes at once"
+    assert times[2] - times[0] < 1.0, "the burst goes at once, well before the next token"
     assert times[3] - times[0] >= 1.8, "the summary waits for the next token (2 s)"
     assert n.stats.rate_limited == 5
     assert n.stats.sent == 4

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from actors.risk_gate import RiskGate, RiskGateConfig
+from adapters.sim_exchange import SimExchange
 from engine.actor import STOP, Actor, ActorConfig, ActorState, RunContext
 from engine.clock import Clock, LiveClock, ReplayClock
 from engine.config import AccountConfig
@@ -525,3 +526,55 @@ async def test_a_source_that_faults_while_stopping_does_not_break_the_drain(
     drained = await sup.stop(sources=[source], drain_timeout_s=0.2)
     assert w.ctx.quiescence.pending >= 0
     assert drained is True
+
+
+# --- broker sessions ---------------------------------------------------------------------
+
+
+class BrokerNode(Node):
+    broker_session = True
+
+
+async def test_a_lost_broker_session_raises_disconnected_then_reconnected(
+    worlds: Callable[[Clock], World],
+) -> None:
+    w = worlds(ReplayClock())
+    broker = w.node("broker", BrokerNode, fail_on=[2.0], restart_budget=1)
+    sup = await w.start([broker])
+    feed(broker, [signal(n) for n in (1, 2, 3)])
+    await asyncio.wait_for(w.ctx.quiescence.wait(), 2.0)
+
+    assert [(a.level, a.rule, a.action) for a in sup.alerts] == [
+        (AlertLevel.ERROR, "broker_disconnected", "reconnect"),
+        (AlertLevel.WARNING, "actor_restart", "restart"),
+        (AlertLevel.INFO, "broker_reconnected", "resume"),
+    ]
+    assert "broker session broker lost" in sup.alerts[0].message
+    assert "cannot handle 2.0" in sup.alerts[0].message
+    assert values(broker) == [1, 3], "what waited in its inbox is handled once it is back"
+
+    # a second crash within the window spends the budget: down for good, and said so
+    feed(broker, [signal(2)])
+    await eventually(lambda: broker.state is ActorState.FAULTED)
+    last = sup.alerts[-2:]
+    assert [(a.level, a.rule, a.action) for a in last] == [
+        (AlertLevel.ERROR, "broker_disconnected", "none"),
+        (AlertLevel.ERROR, "restart_budget_spent", "stopped"),
+    ]
+    assert "restart budget is spent" in last[0].message
+
+
+async def test_an_actor_without_a_broker_session_raises_no_broker_alert(
+    worlds: Callable[[Clock], World],
+) -> None:
+    w = worlds(ReplayClock())
+    node = w.node("router", fail_on=[1.0])
+    sup = await w.start([node])
+    feed(node, [signal(1)])
+    await asyncio.wait_for(w.ctx.quiescence.wait(), 2.0)
+    assert [a.rule for a in sup.alerts] == ["actor_restart"]
+
+
+def test_the_simulated_exchange_holds_a_broker_session() -> None:
+    assert SimExchange.broker_session
+    assert not Node.broker_session
