@@ -88,6 +88,18 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 APPROVED = Decision(approved=True)
 
+# Enum members read on every order, as module constants: a member read as
+# ``OrderType.MARKET`` goes through the enum metaclass, several times slower than a global.
+_BUY = Side.BUY
+_SELL = Side.SELL
+_MARKET = OrderType.MARKET
+_STOP = OrderType.STOP
+_STOP_LIMIT = OrderType.STOP_LIMIT
+_LIMITS = (OrderType.LIMIT, OrderType.STOP_LIMIT)
+_STOPS = (OrderType.STOP, OrderType.STOP_LIMIT)
+_HALTED = TradingState.HALTED
+_REDUCING = TradingState.REDUCING
+
 
 def _deny(rule: str, reason: str) -> Decision:
     return Decision(approved=False, rule=rule, reason=reason)
@@ -171,7 +183,7 @@ class OrderImpact:
         sh = p - ws
         self.long_before = lo
         self.short_before = sh
-        if order.side is Side.BUY:
+        if order.side is _BUY:
             self.long_after, self.short_after = lo + order.quantity, sh
         else:
             self.long_after, self.short_after = lo, sh - order.quantity
@@ -599,26 +611,22 @@ def _order_price(order: OrderRequest, book: Book, i: int) -> float | Decision:
     """What the order is valued at for its notional: market orders at the touch, limits at
     their limit, stops at the worse of their stop and the touch."""
     kind = order.order_type
-    if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and not (
-        order.limit_price is not None and order.limit_price > 0
-    ):
+    if kind in _LIMITS and not (order.limit_price is not None and order.limit_price > 0):
         return _deny("order_price", f"a {kind.value} order needs a positive limit price")
-    if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not (
-        order.stop_price is not None and order.stop_price > 0
-    ):
+    if kind in _STOPS and not (order.stop_price is not None and order.stop_price > 0):
         return _deny("order_price", f"a {kind.value} order needs a positive stop price")
-    if kind is OrderType.MARKET or kind is OrderType.STOP:
-        touch = float(book.ask[i] if order.side is Side.BUY else book.bid[i])
+    if kind is _MARKET or kind is _STOP:
+        touch = book.ask.item(i) if order.side is _BUY else book.bid.item(i)
         if not (touch > 0 and math.isfinite(touch)):
             return _deny(
                 "market_price",
                 f"no market price for {order.instrument_id}; "
                 f"cannot value a {kind.value.lower()} order",
             )
-        if kind is OrderType.STOP:
+        if kind is _STOP:
             # it trades at the touch once triggered: value it at the worse of the two
             assert order.stop_price is not None
-            if order.side is Side.BUY:
+            if order.side is _BUY:
                 return max(touch, order.stop_price)
             return min(touch, order.stop_price)
         return touch
@@ -629,11 +637,11 @@ def _order_price(order: OrderRequest, book: Book, i: int) -> float | Decision:
 def _collar_denial(order: OrderRequest, book: Book, i: int, collar: float) -> Decision | None:
     """A limit buy more than ``collar`` above the ask (a sell below the bid) is a fat finger.
     A stop-limit's limit is measured from its stop, where it starts to work."""
-    if order.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+    if order.order_type not in _LIMITS:
         return None
     assert order.limit_price is not None
-    buy = order.side is Side.BUY
-    if order.order_type is OrderType.STOP_LIMIT:
+    buy = order.side is _BUY
+    if order.order_type is _STOP_LIMIT:
         assert order.stop_price is not None
         ref, name = order.stop_price, "its stop"
     else:
@@ -682,7 +690,7 @@ def _short_denial(order: OrderRequest, book: Book, master: InstrumentMaster, i: 
                   locates: dict[str, float]) -> Decision | None:  # fmt: skip
     """Reg SHO: an equity sale that would take the short side below zero, or further below,
     needs a locate for the whole resulting short."""
-    if order.side is not Side.SELL or not master.is_equity[i]:
+    if order.side is not _SELL or not master.is_equity[i]:
         return None
     short_after = float(book.position[i] - book.working_sell[i]) - order.quantity
     if short_after >= 0:
@@ -720,18 +728,18 @@ def check_order_sanity(
     notional within ``max_order_notional``, the price collar, REDUCING (only orders that
     shrink the position, working orders counted as filled), the order rates and short-sale
     locates."""
-    if state is TradingState.HALTED:
+    if state is _HALTED:
         return _deny(
             "trading_state",
             f"trading is HALTED ({state_reason}); no orders until it is resumed",
         )
     ident = order.instrument_id
-    if ident not in master.instruments:
+    found = master.by_id.get(ident)
+    if found is None:
         return _deny("instrument", f"unknown instrument {ident}")
     if ident in master.caps(limits).restricted:
         return _deny("restricted", f"{ident} is on the restricted list; no orders in it")
-    i = master.instruments.index(ident)
-    inst = master.instruments.at(i)
+    i, inst = found
     qty = order.quantity
     if not (qty > 0 and math.isfinite(qty)):
         return _deny("quantity", f"quantity must be a positive number, got {qty}")
@@ -758,7 +766,7 @@ def check_order_sanity(
         denial = _collar_denial(order, book, i, limits.price_collar)
         if denial is not None:
             return denial
-    if state is TradingState.REDUCING:
+    if state is _REDUCING:
         exposure = float(book.position[i]) + float(book.working_buy[i] - book.working_sell[i])
         after = exposure + qty * order.side.sign
         if not (abs(after) < abs(exposure) and (after == 0 or (after > 0) == (exposure > 0))):

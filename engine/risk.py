@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.instruments import InstrumentTable
 from engine.limits import Book, InstrumentMaster, LimitsConfig, RiskModel
-from engine.messages import FillEvent, OrderRequest, TradingState
+from engine.messages import FillEvent, OrderRequest, Side, TradingState
 from engine.pretrade import Decision, RateWindow, check_order
 from engine.ticks import last_rows
 
@@ -33,6 +33,8 @@ __all__ = ["PreTradeRisk", "RiskLimits"]
 
 RiskLimits = LimitsConfig
 """The name this had when it held only the order-level limits; the same type."""
+
+_BUY = Side.BUY  # read once per order and fill: an enum member is slow to reach
 
 
 class PreTradeRisk:
@@ -65,6 +67,8 @@ class PreTradeRisk:
         self.bid = self.book.bid
         self.ask = self.book.ask
         self.mark = self.book.mark
+        # the rows of the working totals, as views (rows 1 and 2 of ``book.state``)
+        self._working_rows = (self.book.working_buy, self.book.working_sell)
         self._lot = [inst.size_increment for inst in instruments]
         self._half_lot = [0.5 * lot for lot in self._lot]
         self._multiplier = [inst.multiplier for inst in instruments]
@@ -123,15 +127,17 @@ class PreTradeRisk:
 
     def on_fill(self, fill: FillEvent) -> None:
         i = self.instruments.index(fill.instrument_id)
-        signed = fill.last_qty * fill.side.sign
-        position = float(self.position[i]) + signed
+        signed = fill.last_qty * (1 if fill.side is _BUY else -1)  # Side.sign
+        position = self.position.item(i) + signed
         if abs(position) < 0.5 * self._lot[i]:  # partial fills that close it leave no dust
             position = 0.0
         self.position[i] = position
         self.cash -= signed * fill.last_px * self._multiplier[i] + fill.commission
         entry = self.working.get(fill.client_order_id)
         if entry is not None:
-            leaves = fill.leaves_qty * fill.side.sign if fill.leaves_qty > 0 else 0.0
+            leaves = (
+                fill.leaves_qty * (1 if fill.side is _BUY else -1) if fill.leaves_qty > 0 else 0.0
+            )
             self._set_working(fill.client_order_id, entry[0], leaves)
 
     def on_order_done(self, client_order_id: str) -> None:
@@ -176,17 +182,18 @@ class PreTradeRisk:
 
     def _set_working(self, client_order_id: str, i: int, signed_leaves: float) -> None:
         """Book an order's signed leaves (0: it is done) in the working totals."""
-        state = self.book.state  # rows 1 and 2: working buys and sells
+        buys, sells = self._working_rows
         previous = self.working.pop(client_order_id, None)
         if previous is not None:
             old = previous[1]
-            row = 1 if old > 0 else 2
-            left = float(state[row, i]) - abs(old)
+            row = buys if old > 0 else sells
+            left = row.item(i) - abs(old)
             # sums of many partial fills leave no dust where nothing works
-            state[row, i] = left if left >= self._half_lot[i] else 0.0
+            row[i] = left if left >= self._half_lot[i] else 0.0
         if signed_leaves != 0:
             self.working[client_order_id] = (i, signed_leaves)
-            state[1 if signed_leaves > 0 else 2, i] += abs(signed_leaves)
+            row = buys if signed_leaves > 0 else sells
+            row[i] = row.item(i) + abs(signed_leaves)
 
     # --- the check -----------------------------------------------------------------------
 
@@ -210,7 +217,8 @@ class PreTradeRisk:
         )
         if decision.approved:
             i = self.instruments.index(order.instrument_id)
-            self._set_working(order.client_order_id, i, order.quantity * order.side.sign)
+            sign = 1 if order.side is _BUY else -1  # Side.sign
+            self._set_working(order.client_order_id, i, order.quantity * sign)
             if limits.rates.enabled:
                 self.rates.record(now, order.strategy_id, limits.rates.window_ns)
         return decision
