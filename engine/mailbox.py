@@ -33,6 +33,13 @@ class Overflow(enum.StrEnum):
     DROP_OLDEST = "drop_oldest"
 
 
+# read as module constants on the paths every message takes: a member read as
+# ``Overflow.BLOCK`` goes through the enum metaclass
+_BLOCK = Overflow.BLOCK
+_CONFLATE = Overflow.CONFLATE
+_DROP_OLDEST = Overflow.DROP_OLDEST
+
+
 class _Sentinel:
     __slots__ = ("name",)
 
@@ -165,10 +172,12 @@ class Mailbox:
         elif self.wakeup is not None:
             self.wakeup()
 
-    def offer_block(self, msg: Any) -> bool:
-        """``offer(msg, Overflow.BLOCK)``: the path of nearly every message, in one call."""
+    def offer_block(self, msg: Any, market_data: bool = False) -> bool:
+        """``offer(msg, Overflow.BLOCK, None, market_data)``: the path of nearly every
+        message, in one call."""
         size = self.size
-        if size < self.capacity and not self.closed:
+        limit = self.capacity - self.reserve if market_data else self.capacity
+        if size < limit and not self.closed:
             self.items.append(msg)
             size += 1
             self.size = size
@@ -181,7 +190,7 @@ class Mailbox:
             elif self.wakeup is not None:
                 self.wakeup()
             return True
-        return self.offer(msg, Overflow.BLOCK)
+        return self.offer(msg, _BLOCK, None, market_data)
 
     def offer(
         self, msg: Any, policy: Overflow, key: Hashable = None, market_data: bool = False
@@ -190,9 +199,9 @@ class Mailbox:
         Market data fills the inbox only up to ``capacity - reserve``."""
         limit = self.capacity - self.reserve if market_data else self.capacity
         if self.size < limit and not self.closed:
-            if policy is Overflow.BLOCK:
+            if policy is _BLOCK:
                 self._accepted(msg)
-            elif policy is Overflow.CONFLATE:
+            elif policy is _CONFLATE:
                 slot = _Slot(msg, key)
                 self._slots[key] = slot
                 self._accepted(slot)
@@ -203,14 +212,14 @@ class Mailbox:
         if self.closed:
             self.dropped += 1
             return True
-        if policy is Overflow.CONFLATE:
+        if policy is _CONFLATE:
             slot_or_none = self._slots.get(key)
             if slot_or_none is not None:
                 slot_or_none.msg = msg
                 self.conflated += 1
                 return True
             return False
-        if policy is Overflow.DROP_OLDEST:
+        if policy is _DROP_OLDEST:
             oldest = None
             if self._droppable:
                 for entry in self.items:
@@ -350,7 +359,9 @@ class Edge:
 
     def offer(self, msg: Any) -> bool:
         policy = self.policy
-        if policy is Overflow.CONFLATE:
+        if policy is _BLOCK:  # market data on a blocking edge: the common case of a replay
+            return self.target.offer_block(msg, self.market_data)
+        if policy is _CONFLATE:
             return self.target.offer(msg, policy, self.key(msg), self.market_data)
         return self.target.offer(msg, policy, None, self.market_data)
 
