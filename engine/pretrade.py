@@ -616,7 +616,7 @@ def _order_price(order: OrderRequest, book: Book, i: int) -> float | Decision:
     if kind in _STOPS and not (order.stop_price is not None and order.stop_price > 0):
         return _deny("order_price", f"a {kind.value} order needs a positive stop price")
     if kind is _MARKET or kind is _STOP:
-        touch = book.ask.item(i) if order.side is _BUY else book.bid.item(i)
+        touch: float = book.ask.item(i) if order.side is _BUY else book.bid.item(i)
         if not (touch > 0 and math.isfinite(touch)):
             return _deny(
                 "market_price",
