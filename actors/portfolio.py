@@ -110,27 +110,11 @@ class PortfolioActor(Actor[PortfolioConfig]):
             self.timer_every(interval, _SNAPSHOT_TIMER, start=first)
 
     def on_message(self, msg: Any) -> None:
+        # quotes and fills first, the messages of a replay: the types are disjoint, so the
+        # order of the cases changes nothing but how many are tried
         match msg:
             case QuoteBatch(data=data, ts_event=last):
                 self.history.mark_batch(data, last)
-            case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask, ts_event=ts):
-                if inst_id in self.ctx.instruments:
-                    self.history.mark(self.ctx.instruments.index(inst_id), bid, ask, ts)
-            case BarBatch(data=data, ts_event=last):
-                self.history.mark_batch(_close_marks(data), last)
-            case Bar(instrument_id=inst_id, close=close, ts_event=ts):
-                if inst_id in self.ctx.instruments:
-                    self.history.mark(self.ctx.instruments.index(inst_id), close, close, ts)
-            case CorporateActionEvent(instrument_id=inst_id):
-                if inst_id in self.ctx.instruments:
-                    paid = self.portfolio.apply_corporate_action(
-                        self.ctx.instruments.index(inst_id),
-                        msg.split_ratio,
-                        msg.dividend,
-                        msg.ts_event,
-                    )
-                    if paid:
-                        self.log.info("dividend", instrument=inst_id, cash=paid)
             case OrderFilled() | OrderPartiallyFilled():
                 # booked at the clock's time: in a replay the venue's fill time, and never
                 # before a tick the book has already been marked with
@@ -150,6 +134,24 @@ class PortfolioActor(Actor[PortfolioConfig]):
                     pnl[0] += realized
                     pnl[1] += msg.commission
                     self.emit("snapshots", self.snapshot_message())
+            case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask, ts_event=ts):
+                if inst_id in self.ctx.instruments:
+                    self.history.mark(self.ctx.instruments.index(inst_id), bid, ask, ts)
+            case BarBatch(data=data, ts_event=last):
+                self.history.mark_batch(_close_marks(data), last)
+            case Bar(instrument_id=inst_id, close=close, ts_event=ts):
+                if inst_id in self.ctx.instruments:
+                    self.history.mark(self.ctx.instruments.index(inst_id), close, close, ts)
+            case CorporateActionEvent(instrument_id=inst_id):
+                if inst_id in self.ctx.instruments:
+                    paid = self.portfolio.apply_corporate_action(
+                        self.ctx.instruments.index(inst_id),
+                        msg.split_ratio,
+                        msg.dividend,
+                        msg.ts_event,
+                    )
+                    if paid:
+                        self.log.info("dividend", instrument=inst_id, cash=paid)
             case TimerFired(name=name) if name == _SNAPSHOT_TIMER:
                 self.emit("snapshots", self.snapshot_message())
             case _:

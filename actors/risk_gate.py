@@ -135,6 +135,8 @@ class RiskGate(Actor[RiskGateConfig]):
 
     def on_message(self, msg: Any) -> None:
         risk = self.risk
+        # the cases of a replay first (orders, quotes, fills): the types are disjoint, so the
+        # order of the cases changes nothing but how many are tried
         match msg:
             case OrderRequest():
                 stopped = self.stopped.get(msg.strategy_id) if self.stopped else None
@@ -156,6 +158,8 @@ class RiskGate(Actor[RiskGateConfig]):
                     self._deny(msg, decision)
             case QuoteBatch(data=data):
                 risk.on_quote_batch(data["instrument"], data["bid"], data["ask"])
+            case OrderFilled() | OrderPartiallyFilled():
+                risk.on_fill(msg)
             case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask):
                 if inst_id in self.ctx.instruments:
                     risk.on_quote(self.ctx.instruments.index(inst_id), bid, ask)
@@ -167,8 +171,6 @@ class RiskGate(Actor[RiskGateConfig]):
             case CorporateActionEvent(instrument_id=inst_id, split_ratio=ratio, dividend=cash):
                 if inst_id in self.ctx.instruments:
                     risk.on_corporate_action(self.ctx.instruments.index(inst_id), ratio, cash)
-            case OrderFilled() | OrderPartiallyFilled():
-                risk.on_fill(msg)
             case OrderRejected() | OrderCancelled() | OrderExpired():
                 risk.on_order_done(msg.client_order_id)
             case ControlCommand(command="strategy.stop", args=args, origin=origin):

@@ -181,6 +181,8 @@ class SimExchange(Actor[SimExchangeConfig]):
 
     def _handle(self, msg: Any) -> None:
         venue = self.venue
+        # quotes and orders first, the messages of a replay: the types are disjoint, so the
+        # order of the cases changes nothing but how many are tried
         match msg:
             case QuoteBatch(data=data):
                 if not venue.working and self._single_instrument:
@@ -196,6 +198,13 @@ class SimExchange(Actor[SimExchangeConfig]):
                     data["bid_size"],
                     data["ask_size"],
                 )
+            case OrderRequest(instrument_id=inst_id):
+                decision_mid = (
+                    venue.mid(self.ctx.instruments.index(inst_id))
+                    if inst_id in self.ctx.instruments
+                    else float("nan")
+                )
+                self._send(msg, decision_mid, self.order_latency_ns)
             case QuoteTick(instrument_id=inst_id, bid=bid, ask=ask, ts_event=ts):
                 if inst_id in self.ctx.instruments:
                     venue.on_quote(
@@ -250,13 +259,6 @@ class SimExchange(Actor[SimExchangeConfig]):
                     venue.on_corporate_action(
                         self.ctx.instruments.index(inst_id), msg.split_ratio, msg.ts_event
                     )
-            case OrderRequest(instrument_id=inst_id):
-                decision_mid = (
-                    venue.mid(self.ctx.instruments.index(inst_id))
-                    if inst_id in self.ctx.instruments
-                    else float("nan")
-                )
-                self._send(msg, decision_mid, self.order_latency_ns)
             case CancelOrder():
                 self._send(msg, float("nan"), self.cancel_latency_ns)
             case TimerFired(name=name, payload=payload):

@@ -262,6 +262,8 @@ class SimulatedVenue:
         self.bar_participation = bar_participation
         self.instruments = instruments
         self.costs = costs
+        # each instrument's commission schedule, looked up once rather than on every fill
+        self._schedules = [costs.schedule_for(inst) for inst in instruments]
         self.currency = currency
         self.emit = emit
         self.day_close = day_close
@@ -926,7 +928,7 @@ class SimulatedVenue:
                 last_qty=qty,
                 last_px=price,
                 leaves_qty=w.leaves,
-                commission=self.costs.schedule_for(inst).commission(notional, qty, maker=w.maker),
+                commission=self._schedules[i].commission(notional, qty, maker=w.maker),
                 commission_currency=self.currency,
                 liquidity="MAKER" if w.maker else "TAKER",
                 spread_cost=spread_cost,

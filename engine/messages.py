@@ -73,7 +73,10 @@ class Side(enum.StrEnum):
     @property
     def sign(self) -> int:
         """+1 for a buy, -1 for a sell."""
-        return 1 if self is Side.BUY else -1
+        return 1 if self is _BUY else -1
+
+
+_BUY = Side.BUY  # for Side.sign, read per fill: ``Side.BUY`` goes through the enum metaclass
 
 
 class OrderType(enum.StrEnum):
