@@ -126,6 +126,11 @@ class InstrumentTable:
         except KeyError:
             raise KeyError(f"unknown instrument {instrument_id!r}") from None
 
+    def find(self, instrument_id: str) -> int | None:
+        """The index of ``instrument_id``, or None if it is not in the table: one lookup
+        where ``in`` then ``index`` would take two."""
+        return self._index.get(instrument_id)
+
     def get(self, instrument_id: str) -> Instrument:
         return self._by_index[self.index(instrument_id)]
 

@@ -51,7 +51,7 @@ from numba import njit
 
 from engine.config import convert_section
 from engine.errors import ConfigError
-from engine.instruments import Instrument, InstrumentTable
+from engine.instruments import InstrumentTable
 
 __all__ = [
     "GROUP_SECTIONS",
@@ -474,10 +474,6 @@ class InstrumentMaster:
     def __init__(self, instruments: InstrumentTable) -> None:
         self.instruments = instruments
         self.ids = [inst.id for inst in instruments]
-        self.by_id: dict[str, tuple[int, Instrument]] = {
-            inst.id: (i, inst) for i, inst in enumerate(instruments)
-        }
-        """Index and instrument by id, in one lookup (once per order)."""
         n = len(self.ids)
         self.n = n
         self.multiplier = np.array([inst.multiplier for inst in instruments], dtype=np.float64)

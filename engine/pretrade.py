@@ -734,12 +734,12 @@ def check_order_sanity(
             f"trading is HALTED ({state_reason}); no orders until it is resumed",
         )
     ident = order.instrument_id
-    found = master.by_id.get(ident)
-    if found is None:
+    i = master.instruments.find(ident)
+    if i is None:
         return _deny("instrument", f"unknown instrument {ident}")
     if ident in master.caps(limits).restricted:
         return _deny("restricted", f"{ident} is on the restricted list; no orders in it")
-    i, inst = found
+    inst = master.instruments.at(i)
     qty = order.quantity
     if not (qty > 0 and math.isfinite(qty)):
         return _deny("quantity", f"quantity must be a positive number, got {qty}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.instruments import InstrumentTable
 from engine.limits import Book, InstrumentMaster, LimitsConfig, RiskModel
-from engine.messages import FillEvent, OrderRequest, Side, TradingState
+from engine.messages import FillEvent, OrderRequest, TradingState
 from engine.pretrade import Decision, RateWindow, check_order
 from engine.ticks import last_rows
 
@@ -33,8 +33,6 @@ __all__ = ["PreTradeRisk", "RiskLimits"]
 
 RiskLimits = LimitsConfig
 """The name this had when it held only the order-level limits; the same type."""
-
-_BUY = Side.BUY  # read once per order and fill: an enum member is slow to reach
 
 
 class PreTradeRisk:
@@ -127,7 +125,7 @@ class PreTradeRisk:
 
     def on_fill(self, fill: FillEvent) -> None:
         i = self.instruments.index(fill.instrument_id)
-        signed = fill.last_qty * (1 if fill.side is _BUY else -1)  # Side.sign
+        signed = fill.last_qty * fill.side.sign
         position = self.position.item(i) + signed
         if abs(position) < 0.5 * self._lot[i]:  # partial fills that close it leave no dust
             position = 0.0
@@ -135,9 +133,7 @@ class PreTradeRisk:
         self.cash -= signed * fill.last_px * self._multiplier[i] + fill.commission
         entry = self.working.get(fill.client_order_id)
         if entry is not None:
-            leaves = (
-                fill.leaves_qty * (1 if fill.side is _BUY else -1) if fill.leaves_qty > 0 else 0.0
-            )
+            leaves = fill.leaves_qty * fill.side.sign if fill.leaves_qty > 0 else 0.0
             self._set_working(fill.client_order_id, entry[0], leaves)
 
     def on_order_done(self, client_order_id: str) -> None:
@@ -217,8 +213,7 @@ class PreTradeRisk:
         )
         if decision.approved:
             i = self.instruments.index(order.instrument_id)
-            sign = 1 if order.side is _BUY else -1  # Side.sign
-            self._set_working(order.client_order_id, i, order.quantity * sign)
+            self._set_working(order.client_order_id, i, order.quantity * order.side.sign)
             if limits.rates.enabled:
                 self.rates.record(now, order.strategy_id, limits.rates.window_ns)
         return decision
